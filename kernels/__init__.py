@@ -1,0 +1,1 @@
+"""Numba CUDA kernels (installed as minissd.kernels): IoU matrix, hard negative mining, NMS."""

@@ -1,0 +1,142 @@
+"""Array-module choice: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+Every array function in minissd takes its module from its inputs:
+
+    xp = get_array_module(x)      # numpy or cupy, whichever x belongs to
+    y = xp.maximum(x, 0)
+
+so one code path serves both devices (Chainer's pattern). This file is the ONLY place that
+imports cupy; the few spots where CuPy and NumPy differ are wrapped here.
+
+The *current device* (set_device) only decides where new arrays are created: the model's
+parameters, the batches the loader hands over. Functions never move data on their own.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+_cupy = None            # the cupy module once imported, else None
+_cupy_error = None      # why cupy is not usable (str), once we have tried
+_device = "cpu"         # "cpu" or "cuda": where new arrays go
+
+
+def _try_import_cupy():
+    """Import CuPy and ask the driver for a GPU. Returns (module or None, reason or None)."""
+    global _cupy, _cupy_error
+    if _cupy is not None or _cupy_error is not None:
+        return _cupy, _cupy_error
+    if os.environ.get("MINISSD_DISABLE_CUDA"):
+        _cupy_error = "MINISSD_DISABLE_CUDA is set"
+        return None, _cupy_error
+    try:
+        import cupy  # noqa: F401  (the only cupy import in minissd)
+    except Exception as e:  # ImportError, or a broken CUDA library underneath
+        _cupy_error = (f"CuPy is not importable ({type(e).__name__}: {e}). "
+                       "Install it with: pip install -e '.[cuda12]' or '.[cuda13]'")
+        return None, _cupy_error
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, no device, driver too old
+        _cupy_error = (f"CuPy is installed but no GPU answers ({type(e).__name__}: {e}). "
+                       "Check the NVIDIA driver with nvidia-smi")
+        return None, _cupy_error
+    if n < 1:
+        _cupy_error = "CuPy is installed but the driver reports 0 GPUs"
+        return None, _cupy_error
+    _cupy = cupy
+    return _cupy, None
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and at least one GPU answers."""
+    return _try_import_cupy()[0] is not None
+
+
+def set_device(device: str = "auto") -> str:
+    """Choose where new arrays live: "cpu", "cuda" or "auto". Returns the device chosen.
+
+    "auto" picks CUDA only when CuPy imports AND a GPU answers; otherwise it falls back to
+    the CPU with a one-line notice (only when CuPy is installed, since then the user likely
+    expected the GPU). An explicit "cuda" without a usable GPU raises RuntimeError saying
+    what is missing.
+    """
+    global _device
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cpu":
+        _device = "cpu"
+        return _device
+    cp, why = _try_import_cupy()
+    if cp is None:
+        if device == "cuda":
+            raise RuntimeError(f"--device cuda was asked for, but {why}.")
+        if "not importable" not in why:
+            print(f"minissd: no usable GPU, running on the CPU ({why})", file=sys.stderr)
+        _device = "cpu"
+        return _device
+    _device = "cuda"
+    return _device
+
+
+def get_device() -> str:
+    """The current device: "cpu" or "cuda"."""
+    return _device
+
+
+def xp():
+    """The array module of the current device (numpy or cupy)."""
+    return _cupy if _device == "cuda" else np
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever the given arrays belong to (numpy for plain Python values)."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def is_cupy(x) -> bool:
+    """True when x is a CuPy array."""
+    return _cupy is not None and isinstance(x, _cupy.ndarray)
+
+
+def to_numpy(x):
+    """A NumPy copy of x (a CuPy array is copied to the host; NumPy arrays pass through)."""
+    if is_cupy(x):
+        return _cupy.asnumpy(x)
+    return np.asarray(x)
+
+
+def to_device(x, device: str | None = None):
+    """x as an array on `device` (default: the current device)."""
+    device = device or _device
+    if device == "cuda":
+        cp, why = _try_import_cupy()
+        if cp is None:
+            raise RuntimeError(f"cannot move an array to cuda: {why}.")
+        return cp.asarray(x)
+    return to_numpy(x)
+
+
+def scatter_add(target, index, values):
+    """target[index] += values, accumulating repeated indices (np.add.at / cupyx.scatter_add).
+
+    Used only off the hot paths (conv's col2im avoids it with slice-adds).
+    """
+    if is_cupy(target):
+        import cupyx
+        cupyx.scatter_add(target, index, values)
+    else:
+        np.add.at(target, index, values)
+    return target
+
+
+def synchronize(x=None):
+    """Wait for the GPU to finish queued work (a no-op on the CPU). For timing only."""
+    if _cupy is not None and (x is None or is_cupy(x)):
+        _cupy.cuda.get_current_stream().synchronize()

@@ -1,0 +1,185 @@
+"""SSD configurations as plain dataclasses: ssd300, ssd512 and a CPU-sized `tiny`.
+
+A config says everything needed to build the network (model.py), its default boxes
+(priors.py) and its preprocessing (data/augment.py); checkpoints store it as JSON
+(`to_dict` / `from_dict`), so a checkpoint always rebuilds the network that made it.
+
+The base network is described the way ssd.pytorch does it, as a list:
+    an int c     a 3x3 conv with c output channels, padding 1, then a ReLU
+    "M"          a 2x2 max pool, stride 2
+    "C"          a 2x2 max pool, stride 2, ceil mode (SSD300: 75 -> 38)
+followed by pool5 (3x3, stride 1, pad 1), conv6 (3x3, dilation `fc_dilation`, pad = dilation)
+and conv7 (1x1), each conv with a ReLU. This is VGG16 with fc6/fc7 turned into convolutions.
+
+The first source feature map is the ReLU output of base conv number `l2norm_conv` (1-based;
+10 is conv4_3), passed through L2Norm. The second is conv7. The others come from the extra
+layers: `extras` is a list of (out_channels, kernel, stride, padding) convs, each followed by a
+ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+VOC_CLASS_NAMES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+# Preprocessing belongs to the weights (DESIGN.md, Conventions).
+CAFFE_PREPROCESS = {"channel_order": "BGR", "scale": 1.0,
+                    "mean": (104.0, 117.0, 123.0), "std": (1.0, 1.0, 1.0)}
+TORCHVISION_PREPROCESS = {"channel_order": "RGB", "scale": 1.0 / 255.0,
+                          "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+_VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
+
+
+@dataclass
+class SSDConfig:
+    """Everything that defines one SSD network. Sizes in pixels of the input image."""
+    name: str
+    image_size: int
+    class_names: tuple                      # object classes; label i (1..K) is class_names[i-1]
+    # --- network ---
+    base: tuple = _VGG16_BASE
+    l2norm_conv: int = 10                   # 1-based base conv whose ReLU output is source 0
+    l2norm_scale: float = 20.0
+    fc: tuple = (1024, 1024)                # conv6, conv7 output channels
+    fc_dilation: int = 6
+    extras: tuple = ()                      # (out_channels, kernel, stride, padding) per conv
+    mbox: tuple = ()                        # default boxes per location, per source
+    # --- default boxes ---
+    feature_maps: tuple = ()                # spatial size of each source (checked by the model)
+    steps: tuple = ()                       # pixels per feature-map cell
+    min_sizes: tuple = ()                   # pixels; empty -> the paper's s_min/s_max formula
+    max_sizes: tuple = ()
+    aspect_ratios: tuple = ()               # per source, ratios besides 1 (each adds a and 1/a)
+    s_min: float = 0.2                      # the paper's scales, used when min_sizes is empty
+    s_max: float = 0.9
+    clip: bool = True
+    variances: tuple = (0.1, 0.2)
+    # --- preprocessing (of the weights) ---
+    preprocess: dict = field(default_factory=lambda: dict(CAFFE_PREPROCESS))
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (label 0): K + 1."""
+        return len(self.class_names) + 1
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SSDConfig":
+        """Inverse of to_dict; lists become tuples again."""
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
+        kw = {k: (tup(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kw)
+
+    def scales(self):
+        """(min_sizes, max_sizes) in pixels: the explicit ones, or the paper's formula.
+
+        Paper (Sec. 2.2): s_k = s_min + (s_max - s_min) (k - 1) / (m - 1), k = 1..m, and the
+        extra box of aspect ratio 1 uses s'_k = sqrt(s_k s_{k+1}) with s_{m+1} taken as 1.0 here.
+        """
+        if self.min_sizes:
+            return tuple(self.min_sizes), tuple(self.max_sizes)
+        m = len(self.feature_maps)
+        s = [self.s_min + (self.s_max - self.s_min) * k / (m - 1) for k in range(m)] + [1.0]
+        mins = tuple(self.image_size * s[k] for k in range(m))
+        maxs = tuple(self.image_size * s[k + 1] for k in range(m))
+        return mins, maxs
+
+    def num_priors(self) -> int:
+        """Total default boxes: sum over sources of f_k^2 * boxes per location."""
+        return sum(f * f * k for f, k in zip(self.feature_maps, self.mbox))
+
+
+def ssd300(num_classes: int = 21, class_names=None) -> SSDConfig:
+    """SSD300 for VOC, as in the paper / Caffe SSD / ssd.pytorch: 8732 default boxes."""
+    names = _names(num_classes, class_names)
+    return SSDConfig(
+        name="ssd300", image_size=300, class_names=names,
+        extras=((256, 1, 1, 0), (512, 3, 2, 1),      # conv8_1, conv8_2: 19 -> 10
+                (128, 1, 1, 0), (256, 3, 2, 1),      # conv9:  10 -> 5
+                (128, 1, 1, 0), (256, 3, 1, 0),      # conv10: 5 -> 3
+                (128, 1, 1, 0), (256, 3, 1, 0)),     # conv11: 3 -> 1
+        mbox=(4, 6, 6, 6, 4, 4),
+        feature_maps=(38, 19, 10, 5, 3, 1),
+        steps=(8, 16, 32, 64, 100, 300),
+        min_sizes=(30, 60, 111, 162, 213, 264),
+        max_sizes=(60, 111, 162, 213, 264, 315),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    )
+
+
+def ssd512(num_classes: int = 21, class_names=None) -> SSDConfig:
+    """SSD512 as in Caffe SSD (conv12_2 is a 4x4 conv, pad 1): 24564 default boxes."""
+    names = _names(num_classes, class_names)
+    return SSDConfig(
+        name="ssd512", image_size=512, class_names=names,
+        extras=((256, 1, 1, 0), (512, 3, 2, 1),      # conv8:  32 -> 16
+                (128, 1, 1, 0), (256, 3, 2, 1),      # conv9:  16 -> 8
+                (128, 1, 1, 0), (256, 3, 2, 1),      # conv10: 8 -> 4
+                (128, 1, 1, 0), (256, 3, 2, 1),      # conv11: 4 -> 2
+                (128, 1, 1, 0), (256, 4, 1, 1)),     # conv12: 2 -> 1
+        mbox=(4, 6, 6, 6, 6, 4, 4),
+        feature_maps=(64, 32, 16, 8, 4, 2, 1),
+        steps=(8, 16, 32, 64, 128, 256, 512),
+        min_sizes=(35.84, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8),
+        max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
+    )
+
+
+def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
+    """A narrow SSD for the synthetic set, sized to train to high mAP in minutes on 2 CPU cores.
+
+    Same topology as SSD300 (VGG-style base with a ceil-mode pool, L2Norm source, dilated
+    conv6, 1x1 conv7, extra layers, 3x3 heads), with far fewer channels and a smaller input.
+    See the README for why these widths and this input size.
+    """
+    names = _names(num_classes, class_names)
+    return SSDConfig(
+        name="tiny", image_size=128, class_names=names,
+        base=(16, "M", 32, "M", 64, 64, "C", 96, 96, "M", 128),
+        l2norm_conv=6,                               # 16x16 source, as conv4_3 is 38x38
+        fc=(128, 128), fc_dilation=2,
+        extras=((64, 1, 1, 0), (128, 3, 2, 1),       # 8 -> 4
+                (64, 1, 1, 0), (128, 3, 2, 1),       # 4 -> 2
+                (64, 1, 1, 0), (128, 2, 1, 0)),      # 2 -> 1
+        mbox=(4, 6, 6, 4, 4),
+        feature_maps=(16, 8, 4, 2, 1),
+        steps=(8, 16, 32, 64, 128),
+        min_sizes=(10, 26, 51, 77, 102),
+        max_sizes=(26, 51, 77, 102, 128),
+        aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
+    )
+
+
+CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny}
+
+
+def get_config(name: str, num_classes: int | None = None, class_names=None) -> SSDConfig:
+    """A named config ("ssd300", "ssd512", "tiny"), optionally with other classes."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    kw = {"class_names": class_names}
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    return CONFIGS[name](**kw)
+
+
+def _names(num_classes, class_names):
+    """class_names when given (it wins over num_classes), else VOC's 20 for 21 classes,
+    else placeholders class1..classK."""
+    if class_names is not None:
+        return tuple(class_names)
+    if num_classes == 21:
+        return VOC_CLASS_NAMES
+    return tuple(f"class{i}" for i in range(1, num_classes))

@@ -1,0 +1,1 @@
+"""Pure forward/backward function pairs: X_forward(...) -> (out, cache), X_backward(dout, cache)."""
