@@ -159,6 +159,9 @@ def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
         min_sizes=(10, 26, 51, 77, 102),
         max_sizes=(26, 51, 77, 102, 128),
         aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
+        # Trained from scratch, so inputs are normalised to about unit scale (RGB / 255,
+        # ImageNet mean and std) rather than Caffe's BGR 0..255 minus mean.
+        preprocess=dict(TORCHVISION_PREPROCESS),
     )
 
 
