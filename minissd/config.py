@@ -77,9 +77,17 @@ class SSDConfig:
     def from_dict(cls, d: dict) -> "SSDConfig":
         """Inverse of to_dict; lists become tuples again."""
         def tup(v):
-            return tuple(tup(x) for x in v) if isinstance(v, (list, tuple)) else v
-        kw = {k: (tup(v) if isinstance(v, list) else v) for k, v in d.items()}
-        return cls(**kw)
+            if isinstance(v, (list, tuple)):
+                return tuple(tup(x) for x in v)
+            if isinstance(v, dict):
+                return {k: tup(x) for k, x in v.items()}
+            return v
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown SSDConfig fields {sorted(unknown)} (a checkpoint from "
+                             "a newer minissd?)")
+        return cls(**{k: tup(v) for k, v in d.items()})
 
     def scales(self):
         """(min_sizes, max_sizes) in pixels: the explicit ones, or the paper's formula.
