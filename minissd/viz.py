@@ -1,0 +1,181 @@
+"""Pictures of SSD: boxes on images, default boxes, matches, training curves, PR curves.
+
+Every helper draws on a matplotlib Axes: pass `ax=` to draw into your own figure (a notebook's
+plt.subplots), or leave it out and a new Figure is made with the Agg canvas, which needs no
+display (servers, CI). Nothing here imports pyplot, so importing minissd.viz never changes the
+matplotlib backend. Save with `save_figure(ax.figure, path)`.
+
+Boxes are corner form (xmin, ymin, xmax, ymax), normalised to [0, 1] unless normalized=False;
+default boxes are center form (cx, cy, w, h), normalised. Arrays may be NumPy or CuPy.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from .backend import to_numpy
+from .boxes import center_to_corner
+
+_COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def new_axes(figsize=(6, 6), ncols=1):
+    """A new Figure on the Agg canvas and its Axes (a list when ncols > 1)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return axes if ncols > 1 else axes[0]
+
+
+def save_figure(fig, path, dpi=100):
+    """Write a figure to `path` (PNG by its extension), creating the folder; returns path."""
+    folder = os.path.dirname(os.fspath(path))
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def class_color(label):
+    """A fixed colour per class label."""
+    return _COLORS[int(label) % len(_COLORS)]
+
+
+def show_image(image, ax=None):
+    """Draw an (H, W, 3) image (uint8, or float in [0, 1]) with pixel axes; returns ax."""
+    ax = ax if ax is not None else new_axes()
+    image = to_numpy(image)
+    ax.imshow(image if image.dtype == np.uint8 else np.clip(image, 0, 1))
+    ax.set_axis_off()
+    return ax
+
+
+def draw_boxes(image, boxes, labels=None, scores=None, class_names=None, ax=None, color=None,
+               normalized=True, linewidth=2, linestyle="-"):
+    """Draw corner boxes on an image, each with "name score" above it.
+
+    image:       (H, W, 3) uint8 or float image, or None to draw on ax as it is
+    boxes:       (B, 4) corner boxes (normalised unless normalized=False)
+    labels:      (B,) class labels 1..K (colour and name), optional
+    scores:      (B,) confidences, optional
+    class_names: names of classes 1..K (class_names[label - 1]), optional
+    returns      ax
+    """
+    ax = ax if ax is not None else new_axes()
+    if image is not None:
+        show_image(image, ax)
+        h, w = to_numpy(image).shape[:2]
+    else:
+        h = w = 1.0
+    boxes = to_numpy(boxes).reshape(-1, 4).astype(np.float64)
+    if normalized:
+        boxes = boxes * np.array([w, h, w, h])                        # (B, 4) pixels
+    labels = None if labels is None else to_numpy(labels).reshape(-1)
+    scores = None if scores is None else to_numpy(scores).reshape(-1)
+    for i, (x0, y0, x1, y1) in enumerate(boxes):      # drawing, not a hot path
+        c = color or (class_color(labels[i]) if labels is not None else "tab:red")
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=c,
+                               linewidth=linewidth, linestyle=linestyle))
+        text = []
+        if labels is not None:
+            lab = int(labels[i])
+            text.append(class_names[lab - 1] if class_names and 0 < lab <= len(class_names)
+                        else str(lab))
+        if scores is not None:
+            text.append(f"{float(scores[i]):.2f}")
+        if text:
+            ax.text(x0, y0, " ".join(text), color="white", fontsize=8, va="bottom",
+                    bbox=dict(facecolor=c, edgecolor="none", pad=1, alpha=0.8))
+    return ax
+
+
+def draw_default_boxes(image, priors, indices=None, ax=None, color="tab:cyan", linewidth=1):
+    """Draw default boxes (center form, normalised) on an image; `indices` picks some of them.
+    Each box's centre is marked with a dot. Returns ax."""
+    priors = to_numpy(priors).reshape(-1, 4)
+    if indices is not None:
+        priors = priors[np.asarray(indices)]
+    ax = draw_boxes(image, center_to_corner(priors), ax=ax, color=color, linewidth=linewidth)
+    if image is not None:
+        h, w = to_numpy(image).shape[:2]
+        ax.plot(priors[:, 0] * w, priors[:, 1] * h, ".", color=color, markersize=3)
+    return ax
+
+
+def draw_matches(image, gt_boxes, priors, conf_t, gt_labels=None, class_names=None, ax=None):
+    """Ground truth (thick) and the default boxes matched to an object (thin, dashed, coloured
+    by their class): conf_t (P,) from matching.match, > 0 where a prior is positive. Returns ax."""
+    conf_t = to_numpy(conf_t).reshape(-1)
+    pos = np.flatnonzero(conf_t > 0)
+    ax = draw_boxes(image, gt_boxes, labels=gt_labels, class_names=class_names, ax=ax,
+                    linewidth=3)
+    draw_boxes(None, center_to_corner(to_numpy(priors)[pos]) * _image_scale(image),
+               labels=conf_t[pos], ax=ax, normalized=False, linewidth=1, linestyle="--")
+    ax.set_title(f"{len(pos)} positive default boxes")
+    return ax
+
+
+def _image_scale(image):
+    h, w = to_numpy(image).shape[:2]
+    return np.array([w, h, w, h], dtype=np.float64)
+
+
+def plot_training_curves(records, path=None):
+    """Loss parts and validation mAP against the step, from metrics.jsonl records.
+
+    records: list of dicts; those with "loss" (and "loc", "conf") are training logs, those
+             with "map" are evaluations; both carry "step"
+    path:    where to save the PNG (optional)
+    returns  the Figure
+    """
+    ax_loss, ax_map = new_axes(figsize=(11, 4), ncols=2)
+    logs = [r for r in records if "loss" in r]
+    for key, style in (("loss", "-"), ("loc", "--"), ("conf", ":")):
+        pts = [(r["step"], r[key]) for r in logs if key in r]
+        if pts:
+            ax_loss.plot(*zip(*pts), style, label=key)
+    ax_loss.set_xlabel("step"), ax_loss.set_ylabel("loss"), ax_loss.set_title("training loss")
+    if logs and min(r["loss"] for r in logs) > 0:
+        ax_loss.set_yscale("log")
+    if logs:
+        ax_loss.legend()
+    evals = [(r["step"], r["map"]) for r in records if r.get("map") is not None
+             and not math.isnan(r["map"])]
+    if evals:
+        ax_map.plot(*zip(*evals), "o-")
+    ax_map.set_xlabel("step"), ax_map.set_ylabel("mAP"), ax_map.set_ylim(0, 1)
+    ax_map.set_title("validation mAP (VOC07 11-point)")
+    ax_map.grid(alpha=0.3)
+    if path is not None:
+        save_figure(ax_loss.figure, path)
+    return ax_loss.figure
+
+
+def plot_pr_curves(result, class_names=None, path=None):
+    """Precision/recall curve per class from metrics.evaluate_detections' result.
+
+    Each curve is labelled with its AP; classes without ground truth are skipped.
+    Returns the Figure (saved to `path` when given).
+    """
+    ax = new_axes(figsize=(7, 6))
+    for c, prec in result["precision"].items():
+        if c in result.get("ignored", ()):
+            continue
+        name = class_names[c - 1] if class_names and c <= len(class_names) else str(c)
+        rec = result["recall"][c]
+        ax.plot(np.concatenate([[0], rec]), np.concatenate([[1], prec]), color=class_color(c),
+                label=f"{name} (AP {result['ap'][c]:.3f})")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall"), ax.set_ylabel("precision")
+    ax.set_title(f"PR curves, mAP {result['map']:.3f} ({result.get('metric', '')})")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    if path is not None:
+        save_figure(ax.figure, path)
+    return ax.figure
