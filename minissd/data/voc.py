@@ -1,0 +1,298 @@
+"""The PASCAL VOC reader: a VOCdevkit, or one VOC-format folder such as the synthetic set.
+
+Dimension letters: H, W image height and width in pixels, G ground-truth objects, K classes.
+
+Two layouts are read:
+
+    VOCdevkit/                        one VOC-format folder
+      VOC2007/                          JPEGImages/<id>.jpg
+        JPEGImages/<id>.jpg             Annotations/<id>.xml
+        Annotations/<id>.xml            ImageSets/Main/train.txt, val.txt
+        ImageSets/Main/trainval.txt     labels.txt   (one class name per line, label order 1..K)
+      VOC2012/ ...
+    splits "2007/trainval", "2012/trainval", "2007/test"      splits "train", "val"
+
+Box convention. VOC XML stores 1-based, inclusive pixel indices: a box whose leftmost pixel
+column is the first one has xmin = 1. As ssd.pytorch does, all four coordinates become 0-based
+indices (subtract 1) and are divided by the image width or height:
+
+    box = ((xmin - 1) / W, (ymin - 1) / H, (xmax - 1) / W, (ymax - 1) / H)
+
+so boxes are normalised corners in [0, 1]. The synthetic writer uses the same convention, so
+a box written and read back is exact.
+
+Bad input raises DataError (a ValueError) naming the file, the problem and the fix. A box that
+sticks out of the image is clipped, with one warning per dataset; an image without objects is
+allowed (G = 0).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+from defusedxml import ElementTree
+from PIL import Image
+
+from ..config import VOC_CLASS_NAMES
+
+VOC_CLASSES = VOC_CLASS_NAMES       # the 20 PASCAL VOC classes; label i is VOC_CLASSES[i - 1]
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed. The message names the file and the fix."""
+
+
+class Sample(NamedTuple):
+    image: np.ndarray       # (H, W, 3) uint8 RGB
+    boxes: np.ndarray       # (G, 4) float32 normalised corners (xmin, ymin, xmax, ymax)
+    labels: np.ndarray      # (G,) int64 in 1..K
+    difficult: np.ndarray   # (G,) bool
+    image_id: str
+
+
+class Annotation(NamedTuple):
+    """The ground truth of one image, read from its XML alone (no image decoding)."""
+    boxes: np.ndarray       # (G, 4) float32 normalised corners
+    labels: np.ndarray      # (G,) int64 in 1..K
+    difficult: np.ndarray   # (G,) bool
+    image_id: str
+    width: int
+    height: int
+
+
+def read_labels_file(path) -> tuple:
+    """Class names from a labels.txt: one name per line, label order 1..K; blank lines skipped."""
+    with open(path, encoding="utf-8") as f:
+        names = tuple(line.strip() for line in f if line.strip())
+    if not names:
+        raise DataError(f"{path}: no class names found; write one class name per line")
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: a class name appears twice; each line must be a different class")
+    return names
+
+
+def load_image(path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB (grayscale, CMYK, palette, RGBA converted)."""
+    try:
+        with Image.open(path) as im:
+            im.load()                       # decode now: a truncated file fails here
+            if im.mode != "RGB":
+                # A palette image with transparency converts through RGBA first, which
+                # Pillow asks for; the alpha channel is then dropped.
+                if im.mode == "P" and "transparency" in im.info:
+                    im = im.convert("RGBA")
+                im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found; every id listed in the split file "
+                        "needs JPEGImages/<id>.jpg") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); the file is "
+                        "truncated or not an image: replace it, or remove its id from the "
+                        "split file") from None
+
+
+class VOCDataset:
+    """Images and ground truth of one or more VOC splits.
+
+    root:           a VOCdevkit folder (VOC2007/, VOC2012/ inside) or one VOC-format folder
+    splits:         ("2007/trainval", "2012/trainval") for a VOCdevkit, ("train",) for a folder
+    classes:        class names, label order 1..K; None -> labels.txt when present, else VOC's 20
+    keep_difficult: keep objects marked difficult (training drops them; evaluation keeps them)
+
+    len(ds) images; ds[i] -> Sample; ds.annotation(i) -> Annotation without decoding the image;
+    ds.class_names the K names.
+    """
+
+    def __init__(self, root, splits=("2007/trainval",), classes=None, keep_difficult=False):
+        if isinstance(splits, str):
+            splits = (splits,)
+        self.root = os.fspath(root)
+        self.keep_difficult = keep_difficult
+        self.layout = _detect_layout(self.root)
+        labels_txt = os.path.join(self.root, "labels.txt")
+        if classes is None:
+            classes = read_labels_file(labels_txt) if os.path.isfile(labels_txt) else VOC_CLASSES
+        self.class_names = tuple(classes)
+        self._label_of = {name: i + 1 for i, name in enumerate(self.class_names)}
+        # Every image as (folder holding JPEGImages/ and Annotations/, image id).
+        self.items = []
+        for split in splits:
+            folder, list_file = _split_paths(self.root, self.layout, split)
+            with open(list_file, encoding="utf-8") as f:
+                ids = [line.split()[0] for line in f if line.strip()]
+            self.items += [(folder, i) for i in ids]
+        self._annotations = {}              # index -> Annotation, parsed once
+        self._clip_warned = False
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.items)
+
+    def image_path(self, i) -> str:
+        folder, image_id = self.items[i]
+        return os.path.join(folder, "JPEGImages", image_id + ".jpg")
+
+    def xml_path(self, i) -> str:
+        folder, image_id = self.items[i]
+        return os.path.join(folder, "Annotations", image_id + ".xml")
+
+    def annotation(self, i) -> Annotation:
+        """Ground truth of image i from its XML (cached); difficult objects dropped unless
+        keep_difficult."""
+        ann = self._annotations.get(i)
+        if ann is None:
+            ann = self._parse(i)
+            self._annotations[i] = ann
+        return ann
+
+    def ground_truths(self) -> list:
+        """Every image's ground truth as minissd.metrics.evaluate_detections wants it:
+        [{"boxes": (G, 4), "labels": (G,), "difficult": (G,) bool}, ...]."""
+        out = []
+        for i in range(len(self)):
+            a = self.annotation(i)
+            out.append({"boxes": a.boxes, "labels": a.labels, "difficult": a.difficult})
+        return out
+
+    def __getitem__(self, i) -> Sample:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
+        i = i % len(self)
+        ann = self.annotation(i)
+        path = self.image_path(i)
+        image = load_image(path)
+        h, w = image.shape[:2]
+        if (w, h) != (ann.width, ann.height):
+            raise DataError(f"{path}: image is {w}x{h} but {self.xml_path(i)} says "
+                            f"<size> {ann.width}x{ann.height}; fix the <size> field")
+        return Sample(image, ann.boxes, ann.labels, ann.difficult, ann.image_id)
+
+    def _parse(self, i) -> Annotation:
+        """Read one XML file into an Annotation, checking every field."""
+        path = self.xml_path(i)
+        image_id = self.items[i][1]
+        try:
+            tree = ElementTree.parse(path)
+        except FileNotFoundError:
+            raise DataError(f"{path}: annotation file not found; every id in the split file "
+                            "needs Annotations/<id>.xml") from None
+        except Exception as e:              # ParseError and defusedxml's refusals
+            raise DataError(f"{path}: not valid XML ({type(e).__name__}: {e}); fix or "
+                            "regenerate the file") from None
+        root = tree.getroot()
+        width = _int_field(root, "size/width", path)
+        height = _int_field(root, "size/height", path)
+        if width <= 0 or height <= 0:
+            raise DataError(f"{path}: <size> is {width}x{height}; width and height must be > 0")
+
+        boxes, labels, difficult = [], [], []
+        clipped = False
+        for k, obj in enumerate(root.iter("object")):
+            name = (obj.findtext("name") or "").strip()
+            if name not in self._label_of:
+                raise DataError(
+                    f"{path}: object {k} has unknown class {name!r}; known classes are "
+                    f"{', '.join(self.class_names)}. Add it to labels.txt or pass classes=")
+            is_difficult = (obj.findtext("difficult") or "0").strip() == "1"
+            if is_difficult and not self.keep_difficult:
+                continue
+            if obj.find("bndbox") is None:
+                raise DataError(f"{path}: object {k} ({name}) has no <bndbox>; add "
+                                "<bndbox><xmin>..</xmin><ymin>..</ymin><xmax>..</xmax>"
+                                "<ymax>..</ymax></bndbox>")
+            x0, y0, x1, y1 = (_float_field(obj, f"bndbox/{t}", path, k)
+                              for t in ("xmin", "ymin", "xmax", "ymax"))
+            if x1 <= x0 or y1 <= y0:
+                kind = "inverted" if (x1 < x0 or y1 < y0) else "zero-size"
+                raise DataError(f"{path}: object {k} ({name}) has an {kind} box "
+                                f"xmin={x0:g} ymin={y0:g} xmax={x1:g} ymax={y1:g}; "
+                                "xmax must exceed xmin and ymax exceed ymin")
+            if x0 < 1 or y0 < 1 or x1 > width or y1 > height:
+                clipped = True
+            boxes.append(((x0 - 1) / width, (y0 - 1) / height, (x1 - 1) / width,
+                          (y1 - 1) / height))
+            labels.append(self._label_of[name])
+            difficult.append(is_difficult)
+
+        boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0)   # (G, 4)
+        if clipped:
+            empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+            if empty.any():
+                raise DataError(f"{path}: a box lies entirely outside the {width}x{height} "
+                                "image; fix its coordinates or the <size> field")
+            self._warn_clip_once(path, width, height)
+        return Annotation(boxes, np.asarray(labels, np.int64), np.asarray(difficult, bool),
+                          image_id, width, height)
+
+    def _warn_clip_once(self, path, width, height):
+        with self._lock:
+            if self._clip_warned:
+                return
+            self._clip_warned = True
+        warnings.warn(f"{path}: a box extends outside the {width}x{height} image and was "
+                      "clipped to it (further clipped boxes in this dataset are not reported)",
+                      stacklevel=3)
+
+
+def _detect_layout(root) -> str:
+    """"folder" for one VOC-format folder, "devkit" for a VOCdevkit; DataError otherwise."""
+    if os.path.isdir(os.path.join(root, "JPEGImages")) and \
+            os.path.isdir(os.path.join(root, "Annotations")):
+        return "folder"
+    if any(os.path.isdir(os.path.join(root, f"VOC{y}")) for y in ("2007", "2012")):
+        return "devkit"
+    raise DataError(
+        f"{root}: not a VOC dataset. Expected either a VOCdevkit folder holding VOC2007/ "
+        "and/or VOC2012/, or one VOC-format folder holding JPEGImages/, Annotations/, "
+        "ImageSets/Main/<split>.txt (and optionally labels.txt). Generate a synthetic one "
+        "with: python -m minissd.data.synthetic --out DIR")
+
+
+def _split_paths(root, layout, split):
+    """(folder, split list file) of one split, or a DataError listing what was expected."""
+    if layout == "devkit":
+        if "/" not in split:
+            raise DataError(f"{root}: split {split!r} needs a year for a VOCdevkit, e.g. "
+                            "'2007/trainval', '2012/trainval' or '2007/test'")
+        year, name = split.split("/", 1)
+        folder = os.path.join(root, f"VOC{year}")
+    else:
+        if "/" in split:
+            raise DataError(f"{root}: split {split!r} has a year, but this is one VOC-format "
+                            "folder (no VOC2007/ inside); use 'train' or 'val'")
+        name, folder = split, root
+    list_file = os.path.join(folder, "ImageSets", "Main", f"{name}.txt")
+    if not os.path.isfile(list_file):
+        main = os.path.join(folder, "ImageSets", "Main")
+        found = sorted(f[:-4] for f in os.listdir(main) if f.endswith(".txt")
+                       and "_" not in f) if os.path.isdir(main) else []
+        raise DataError(f"{list_file}: split file not found for split {split!r}. Expected "
+                        f"ImageSets/Main/{name}.txt under {folder}; splits found there: "
+                        f"{', '.join(found) or 'none'}")
+    return folder, list_file
+
+
+def _int_field(node, tag, path) -> int:
+    text = node.findtext(tag)
+    if text is None or not text.strip():
+        raise DataError(f"{path}: missing <{tag.replace('/', '><')}>; VOC XML needs "
+                        "<size><width>W</width><height>H</height></size>")
+    try:
+        return int(float(text))
+    except ValueError:
+        raise DataError(f"{path}: <{tag}> is {text!r}, not a number") from None
+
+
+def _float_field(node, tag, path, k) -> float:
+    text = node.findtext(tag)
+    if text is None or not text.strip():
+        raise DataError(f"{path}: object {k} has no <{tag.split('/')[-1]}> in <bndbox>; "
+                        "each box needs xmin, ymin, xmax, ymax")
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}: object {k} <{tag}> is {text!r}, not a number") from None
