@@ -141,44 +141,53 @@ def test_not_a_checkpoint(tmp_path):
 
 # --- torchvision VGG16 -> SSD300 base ----------------------------------------------------
 
-def _synthetic_vgg16(rng):
-    """torchvision vgg16 names and shapes, small random values (full size, float32: ~550 MB
-    would be too much, so fc layers use arange-based values that are cheap to build)."""
+def _synthetic_vgg16(rng, fc_values="column"):
+    """torchvision vgg16 names and shapes. The fc weights (400 MB as real arrays) are
+    zero-copy broadcast views whose value is the column index (fc_values="column") or the row
+    index ("row"), so the decimation can be checked by position."""
     widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
     state, c_in = {}, 3
     for i, c in zip(weights._VGG16_CONVS, widths):
         state[f"features.{i}.weight"] = rng.standard_normal((c, c_in, 3, 3)).astype(np.float32)
         state[f"features.{i}.bias"] = rng.standard_normal(c).astype(np.float32)
         c_in = c
-    # value = index, so decimation can be checked by position
-    state["classifier.0.weight"] = np.arange(4096 * 25088, dtype=np.float64).reshape(4096, 25088)
+    for key, (rows, cols) in (("classifier.0", (4096, 25088)), ("classifier.3", (4096, 4096))):
+        if fc_values == "column":
+            w = np.broadcast_to(np.arange(cols, dtype=np.float32), (rows, cols))
+        else:
+            w = np.broadcast_to(np.arange(rows, dtype=np.float32)[:, None], (rows, cols))
+        state[key + ".weight"] = w
     state["classifier.0.bias"] = np.arange(4096, dtype=np.float32)
-    state["classifier.3.weight"] = np.arange(4096 * 4096, dtype=np.float64).reshape(4096, 4096)
     state["classifier.3.bias"] = np.arange(4096, dtype=np.float32) + 0.5
     return state
 
 
 def test_vgg16_from_torchvision(rng):
-    tv = _synthetic_vgg16(rng)
+    tv = _synthetic_vgg16(rng, "column")
     out = vgg16_from_torchvision(tv)
     convs = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
     assert sorted(out) == sorted(f"vgg.{i}.{p}" for i in convs + (31, 33)
                                  for p in ("weight", "bias"))
     for i in convs:
         np.testing.assert_array_equal(out[f"vgg.{i}.weight"], tv[f"features.{i}.weight"])
+        np.testing.assert_array_equal(out[f"vgg.{i}.bias"], tv[f"features.{i}.bias"])
     w6, b6 = out["vgg.31.weight"], out["vgg.31.bias"]
     w7, b7 = out["vgg.33.weight"], out["vgg.33.bias"]
     assert w6.shape == (1024, 512, 3, 3) and w7.shape == (1024, 1024, 1, 1)
     assert b6.shape == b7.shape == (1024,)
-    assert all(a.dtype == np.float32 for a in out.values())
-    # conv6[o, c, ky, kx] = fc6[4 o, c*49 + 7*(3 ky) + 3 kx]   (flat index = value)
-    for o, c, ky, kx in [(0, 0, 0, 0), (1, 0, 0, 1), (5, 17, 2, 1), (1023, 511, 2, 2)]:
-        assert w6[o, c, ky, kx] == np.float32(4 * o * 25088 + c * 49 + 7 * 3 * ky + 3 * kx)
-    # conv7[o, c] = fc7[4 o, 4 c]
-    for o, c in [(0, 0), (1, 2), (1023, 1023), (300, 7)]:
-        assert w7[o, c, 0, 0] == np.float32(4 * o * 4096 + 4 * c)
+    assert all(a.dtype == np.float32 and a.flags.c_contiguous for a in out.values())
+    # fc6 input column of conv6[o, c, ky, kx] is c*49 + 7*(3 ky) + 3 kx  (taps 0, 3, 6)
+    c, ky, kx = np.meshgrid(np.arange(512), np.arange(3), np.arange(3), indexing="ij")
+    np.testing.assert_array_equal(w6[7], (c * 49 + 21 * ky + 3 * kx).astype(np.float32))
+    # fc7 input column of conv7[o, c] is 4 c
+    np.testing.assert_array_equal(w7[5, :, 0, 0], np.arange(0, 4096, 4, dtype=np.float32))
     np.testing.assert_array_equal(b6, np.arange(0, 4096, 4, dtype=np.float32))
     np.testing.assert_array_equal(b7, np.arange(0, 4096, 4, dtype=np.float32) + 0.5)
+    # output rows: 4 o for both
+    out = vgg16_from_torchvision(_synthetic_vgg16(rng, "row"))
+    rows = np.arange(0, 4096, 4, dtype=np.float32)
+    np.testing.assert_array_equal(out["vgg.31.weight"][:, 3, 1, 2], rows)
+    np.testing.assert_array_equal(out["vgg.33.weight"][:, 9, 0, 0], rows)
 
 
 def test_vgg16_from_torchvision_missing_key(rng):
