@@ -1,0 +1,144 @@
+"""Matching: which default box is responsible for which ground-truth object.
+
+Dimension letters: N images, P default boxes (priors), G ground-truth boxes of one image,
+M the largest G in a batch (images are padded to it).
+
+SSD's rule (paper Sec. 2.2; ssd.pytorch's `match`):
+  1. IoU matrix between the G ground-truth boxes and the P default boxes (both in corner form).
+  2. Bipartite step: every ground truth claims the prior it overlaps most, so every object has
+     at least one positive even when no prior reaches the threshold. When two ground truths
+     claim the same prior, the later one (higher index) wins, as ssd.pytorch's loop does.
+  3. Every other prior takes the ground truth it overlaps most if that IoU >= iou_threshold,
+     else it is background (label 0).
+The targets are then the labels (1..K, as given) and the encoded offsets of the matched
+ground truth (boxes.encode). Background priors get zero offsets: the loss never reads them,
+so only the positives are encoded (on CuPy, finding them is one device-to-host sync).
+
+`match` does one image the plain way; `match_batch` does a whole batch at once on padded
+arrays, with one IoU call for all images. Both run on NumPy and CuPy (the priors' module).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .backend import get_array_module
+from .boxes import center_to_corner, encode
+from .kernels import iou_matrix
+
+
+def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
+    """Match one image's ground truth to the default boxes.
+
+    Inputs:
+        gt_boxes:  (G, 4) corner form (xmin, ymin, xmax, ymax), normalised; G may be 0
+        gt_labels: (G,) int, classes 1..K
+        priors:    (P, 4) center form default boxes (priors.default_boxes)
+        iou_threshold: a prior with IoU >= this with some ground truth is positive
+        variances: the encoding's (center, size) variances
+    Returns:
+        loc_t:  (P, 4) float (priors' dtype) encoded offsets; 0 on background priors
+        conf_t: (P,) int64 label per prior, 0 = background
+    """
+    xp = get_array_module(priors)
+    gt_boxes = xp.asarray(gt_boxes, dtype=priors.dtype).reshape(-1, 4)    # (G, 4)
+    gt_labels = xp.asarray(gt_labels, dtype=xp.int64).reshape(-1)         # (G,)
+    _check_image(gt_boxes, gt_labels, "match")
+    P, G = priors.shape[0], gt_boxes.shape[0]
+    if G == 0:
+        return xp.zeros((P, 4), dtype=priors.dtype), xp.zeros(P, dtype=xp.int64)
+
+    overlaps = iou_matrix(gt_boxes, center_to_corner(priors))          # (G, P)
+    best_gt = overlaps.argmax(axis=0)                                  # (P,) best GT per prior
+    best_gt_iou = overlaps.max(axis=0)                                 # (P,)
+    best_prior = overlaps.argmax(axis=1)                               # (G,) best prior per GT
+
+    # Bipartite step. The loop is over ground truths (a handful), never over priors; running it
+    # in GT order makes the later GT win a prior that two GTs claim.
+    for g in range(G):
+        best_gt[best_prior[g]] = g
+    best_gt_iou[best_prior] = 2.0          # above any threshold: claimed priors stay positive
+
+    positive = best_gt_iou >= iou_threshold                            # (P,)
+    conf_t = xp.where(positive, gt_labels[best_gt], 0)                 # (P,)
+    loc_t = xp.zeros((P, 4), dtype=priors.dtype)
+    pos = xp.nonzero(positive)[0]                                      # (P_pos,)
+    loc_t[pos] = encode(gt_boxes[best_gt[pos]], priors[pos], variances)   # (P_pos, 4)
+    return loc_t, conf_t.astype(xp.int64)
+
+
+def match_batch(gt_boxes_list: Sequence, gt_labels_list: Sequence, priors, iou_threshold=0.5,
+                variances=(0.1, 0.2)):
+    """Match a batch of images at once; the same result as calling `match` per image.
+
+    Inputs:
+        gt_boxes_list:  N arrays (G_n, 4) corner form, one per image (G_n may be 0)
+        gt_labels_list: N arrays (G_n,) int labels 1..K
+        priors, iou_threshold, variances: as in `match`
+    Returns:
+        loc_t:  (N, P, 4) float (priors' dtype)
+        conf_t: (N, P) int64
+
+    How: all ground truths go through ONE IoU call, (sum G_n, P); the rows are then scattered
+    into an (N, M, P) array padded with IoU -1 (a padded row never wins an argmax and never
+    reaches the threshold), and every step of `match` runs on the batch axis at once.
+    """
+    xp = get_array_module(priors)
+    if len(gt_boxes_list) != len(gt_labels_list):
+        raise ValueError(f"match_batch: {len(gt_boxes_list)} box arrays but "
+                         f"{len(gt_labels_list)} label arrays; pass one of each per image")
+    N, P = len(gt_boxes_list), priors.shape[0]
+    boxes = [xp.asarray(b, dtype=priors.dtype).reshape(-1, 4) for b in gt_boxes_list]
+    labels = [xp.asarray(l, dtype=xp.int64).reshape(-1) for l in gt_labels_list]
+    for n, (b, l) in enumerate(zip(boxes, labels)):
+        _check_image(b, l, f"match_batch (image {n})")
+    counts = [b.shape[0] for b in boxes]
+    M = max(counts + [1])                 # at least one (padded) row keeps argmax defined
+    if N == 0:
+        return xp.zeros((0, P, 4), dtype=priors.dtype), xp.zeros((0, P), dtype=xp.int64)
+
+    # Where each ground truth goes in the padded (N, M) layout.
+    img = xp.asarray([n for n, c in enumerate(counts) for _ in range(c)], dtype=xp.int64)
+    slot = xp.asarray([g for c in counts for g in range(c)], dtype=xp.int64)
+    valid = xp.zeros((N, M), dtype=bool)
+    valid[img, slot] = True
+    gt_pad = xp.zeros((N, M, 4), dtype=priors.dtype)
+    lab_pad = xp.zeros((N, M), dtype=xp.int64)
+    overlaps = xp.full((N, M, P), -1.0, dtype=priors.dtype)
+    if img.size:
+        gt_all = xp.concatenate(boxes)                                 # (sum G, 4)
+        gt_pad[img, slot] = gt_all
+        lab_pad[img, slot] = xp.concatenate(labels)
+        overlaps[img, slot] = iou_matrix(gt_all, center_to_corner(priors))   # (sum G, P)
+
+    best_gt_iou = overlaps.max(axis=1)                                 # (N, P)
+    # best_gt = overlaps.argmax(axis=1), written as a loop over the M slots because NumPy's
+    # argmax along a middle axis is ~10x slower than max. Going from the last slot to the
+    # first leaves the FIRST maximal GT, as argmax (and `match`) would.
+    best_gt = xp.zeros((N, P), dtype=xp.int64)
+    for m in range(M - 1, -1, -1):
+        best_gt = xp.where(overlaps[:, m] == best_gt_iou, m, best_gt)
+    best_prior = overlaps.argmax(axis=2)                               # (N, M)
+
+    # Bipartite step, one GT slot at a time over the whole batch (a loop over M, never over
+    # priors). Within one slot the N writes go to N different images, so no index repeats;
+    # later slots overwrite earlier ones, so the later GT wins a prior two GTs claim.
+    rows = xp.arange(N)                                                # (N,)
+    for m in range(M):
+        p = best_prior[:, m]                                           # (N,)
+        best_gt[rows, p] = xp.where(valid[:, m], m, best_gt[rows, p])
+        best_gt_iou[rows, p] = xp.where(valid[:, m], 2.0, best_gt_iou[rows, p])
+
+    positive = best_gt_iou >= iou_threshold                            # (N, P)
+    conf_t = xp.where(positive, lab_pad[rows[:, None], best_gt], 0)    # (N, P)
+    # Encode only the positives (a few hundred of N * P); background offsets stay 0.
+    loc_t = xp.zeros((N, P, 4), dtype=priors.dtype)
+    n, p = xp.nonzero(positive)                                        # (N_pos,) each
+    loc_t[n, p] = encode(gt_pad[n, best_gt[n, p]], priors[p], variances)   # (N_pos, 4)
+    return loc_t, conf_t.astype(xp.int64)
+
+
+def _check_image(gt_boxes, gt_labels, where):
+    """Shape checks with a message that says what to pass instead."""
+    if gt_boxes.shape[0] != gt_labels.shape[0]:
+        raise ValueError(f"minissd/matching.py {where}: {gt_boxes.shape[0]} boxes but "
+                         f"{gt_labels.shape[0]} labels; pass one label (1..K) per box")
