@@ -186,16 +186,25 @@ def sample_crop(boxes, rng):
         if min_iou is None:                             # no constraint: the first trial
             found.append(crops[0])
             continue
-        if len(boxes) == 0:
-            continue                                    # Caffe: no box can satisfy it
-        ok = (_iou_one_to_many(crops, boxes) >= min_iou).any(1)             # (T,)
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2                         # (G, 2)
-        inside = ((centres[None] > crops[:, None, :2]) &
-                  (centres[None] < crops[:, None, 2:])).all(-1).any(1)     # (T,)
-        hits = np.flatnonzero(ok & inside)
+        hits = np.flatnonzero(crop_satisfies(crops, boxes, min_iou))
         if len(hits):
             found.append(crops[hits[0]])
     return found[rng.integers(len(found))]
+
+
+def crop_satisfies(crops, boxes, min_iou):
+    """(T,) bool: crops (T, 4) meeting "min IoU" against boxes (G, 4).
+
+    Caffe's rule: ANY box with IoU >= min_iou satisfies it (no boxes: never). Our guard: the
+    crop must also hold at least one box centre, or the image would lose every object.
+    """
+    if len(boxes) == 0:
+        return np.zeros(len(crops), bool)
+    ok = (_iou_one_to_many(crops, boxes) >= min_iou).any(1)                 # (T,)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2                             # (G, 2)
+    inside = ((centres[None] > crops[:, None, :2]) &
+              (centres[None] < crops[:, None, 2:])).all(-1).any(1)         # (T,)
+    return ok & inside
 
 
 def crop_boxes(boxes, labels, crop):
