@@ -81,10 +81,11 @@ def match_batch(gt_boxes_list: Sequence, gt_labels_list: Sequence, priors, iou_t
     How: all ground truths go through ONE IoU call, (sum G_n, P); the rows are then scattered
     into an (N, M, P) array padded with IoU -1 (a padded row never wins an argmax and never
     reaches the threshold), and every step of `match` runs on the batch axis at once.
+    The ground truth is moved to the priors' module: NumPy boxes with CuPy priors are fine.
     """
     xp = get_array_module(priors)
     if len(gt_boxes_list) != len(gt_labels_list):
-        raise ValueError(f"match_batch: {len(gt_boxes_list)} box arrays but "
+        raise ValueError(f"minissd/matching.py match_batch: {len(gt_boxes_list)} box arrays but "
                          f"{len(gt_labels_list)} label arrays; pass one of each per image")
     N, P = len(gt_boxes_list), priors.shape[0]
     boxes = [xp.asarray(b, dtype=priors.dtype).reshape(-1, 4) for b in gt_boxes_list]
