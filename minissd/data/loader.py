@@ -76,7 +76,7 @@ class _SkipLog:
         self.count = 0
         self.warned = set()
 
-    def skip(self, dataset, index, error):
+    def skip(self, index, error):
         self.count += 1
         if index not in self.warned:
             self.warned.add(index)
@@ -188,7 +188,7 @@ class DataLoader:
                 for i in idx:
                     r = next(results)
                     if isinstance(r, Exception):
-                        self._log.skip(self.dataset, int(i), r)
+                        self._log.skip(int(i), r)
                     else:
                         items.append(r)
                 s += 1
@@ -249,7 +249,7 @@ class EvalLoader:
                 for i in range(start, min(start + self.batch_size, len(self.dataset))):
                     r = next(results)
                     if isinstance(r, Exception):
-                        self._log.skip(self.dataset, i, r)
+                        self._log.skip(i, r)
                     else:
                         images.append(r[0])
                         infos.append(r[1])
