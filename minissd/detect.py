@@ -1,0 +1,74 @@
+"""Detect objects: python -m minissd.detect --checkpoint CKPT IMAGE... --out DIR [--threshold T]
+
+For each image: run the network at the config's input size, decode and NMS
+(postprocess.detect), keep detections scoring at least --threshold, print them as
+"class score xmin ymin xmax ymax" in the image's pixel coordinates, and write
+<out>/<image name>.png with the boxes, class names and scores drawn.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import backend
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m minissd.detect",
+                                description="Draw and print SSD detections for images.")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help="a last.npz or best.npz written by python -m minissd.train")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for the images with boxes drawn (created if needed)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="show detections scoring at least this (default 0.5)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where to run the network")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .data.voc import DataError, load_image
+    from .evaluate import load_model, predict
+    from .priors import default_boxes
+    from .viz import draw_boxes, save_figure
+
+    backend.set_device(args.device)
+    missing = [p for p in args.images if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(f"minissd.detect: image not found: {', '.join(missing)}")
+    model, config, _ = load_model(args.checkpoint)
+    priors = backend.xp().asarray(default_boxes(config))
+    os.makedirs(args.out, exist_ok=True)
+    names = config.class_names
+    for path in args.images:                   # one image at a time: sizes differ
+        try:
+            image = load_image(path)
+        except DataError as e:
+            raise SystemExit(f"minissd.detect: {e}") from None
+        boxes, scores, labels = predict(model, config, [image], priors)[0]
+        keep = scores >= args.threshold
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        h, w = image.shape[:2]
+        pixels = np.clip(boxes, 0, 1) * np.array([w, h, w, h])             # (K, 4)
+        print(f"{path}: {len(scores)} detection(s)")
+        for b, s, l in zip(pixels, scores, labels):
+            print(f"  {names[int(l) - 1]:<12s} {float(s):.3f}  "
+                  f"{b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}")
+        scale = max(4.0, 6.0 * max(w, h) / 400)
+        from .viz import new_axes
+        ax = new_axes(figsize=(scale * w / max(w, h), scale * h / max(w, h)))
+        draw_boxes(image, boxes, labels, scores, names, ax=ax)
+        dest = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")
+        save_figure(ax.figure, dest)
+        print(f"  -> {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
