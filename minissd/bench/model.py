@@ -9,8 +9,8 @@
 
 For each batch: forward time (inference: keep_cache=False), forward+backward time, images/s,
 and on CUDA the peak of CuPy's memory pool. When torch is importable, the same network is
-built in torch.nn with OUR weights copied in; its outputs are compared with ours once (a
-correctness check), then it is timed the same way (torch.no_grad for the forward). Thread
+built in torch.nn with OUR weights copied in; its outputs (and, with backward, its input and
+parameter gradients) are compared with ours once (a correctness check), then it is timed the same way (torch.no_grad for the forward). Thread
 count and cuDNN / TF32 settings are printed, since they change torch's numbers a lot.
 """
 from __future__ import annotations
@@ -151,16 +151,30 @@ def time_torch(torch, tmodel, batch, size, device, repeat, backward):
     return out
 
 
-def compare_outputs(model, tmodel, torch, size, device):
-    """Max |ours - torch| / max |torch| for loc and conf on one random image."""
-    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
-    loc, conf = model.forward(backend.to_device(x, device), keep_cache=False)
-    with torch.no_grad():
-        tl, tc = tmodel(torch.from_numpy(x).to(device))
-    errs = []
-    for ours, theirs in ((loc, tl), (conf, tc)):
-        theirs = theirs.cpu().numpy()
-        errs.append(float(np.abs(backend.to_numpy(ours) - theirs).max() / np.abs(theirs).max()))
+def compare_with_torch(model, tmodel, torch, size, device, backward):
+    """Max |ours - torch| / max |torch| for loc, conf and (with backward) the input gradient
+    and the worst parameter gradient, on one random image and a random upstream gradient."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+    tx = torch.from_numpy(x).to(device).requires_grad_(backward)
+    loc, conf = model.forward(backend.to_device(x, device), keep_cache=backward)
+    tl, tc = tmodel(tx)
+
+    def err(ours, theirs):
+        theirs = theirs.detach().cpu().numpy()
+        return float(np.abs(backend.to_numpy(ours) - theirs).max() / np.abs(theirs).max())
+    errs = {"loc": err(loc, tl), "conf": err(conf, tc)}
+    if backward:
+        dloc = rng.standard_normal(loc.shape).astype(np.float32)
+        dconf = rng.standard_normal(conf.shape).astype(np.float32)
+        dx = model.backward(backend.to_device(dloc, device), backend.to_device(dconf, device))
+        torch.autograd.backward([tl, tc], [torch.from_numpy(dloc).to(device),
+                                           torch.from_numpy(dconf).to(device)])
+        errs["dx"] = err(dx, tx.grad)
+        tgrads = {n: p.grad for n, p in tmodel.named_parameters()}
+        worst = max(((err(g, tgrads[n]), n) for n, g in model.grads.items()))
+        errs[f"worst param grad ({worst[1]})"] = worst[0]
+        tmodel.zero_grad(set_to_none=True)
     return errs
 
 
@@ -213,8 +227,9 @@ def main(argv=None):
         tmodel = build_torch_ssd(config, torch).to(device)
         tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
         print(_settings(torch, device))
-        err_loc, err_conf = compare_outputs(model, tmodel, torch, size, device)
-        print(f"outputs vs torch (max abs diff / max abs): loc {err_loc:.1e}, conf {err_conf:.1e}")
+        errs = compare_with_torch(model, tmodel, torch, size, device, backward)
+        print("vs torch, max |diff| / max |torch|: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
     head = f"{'':8}{'batch':>6} {'fwd ms':>10} {'fwd+bwd ms':>10} {'img/s':>8} {'peak MB':>9}"
     print(head)
