@@ -13,6 +13,10 @@ first used, so importing this package is cheap and works without CUDA.
 
 Semantics follow torchvision.ops (box_iou, nms, batched_nms), with 0 instead of NaN for the
 IoU of two zero-area boxes. Each file's docstring lists its kernel versions.
+
+The function `nms` shadows the submodule of the same name; reach the files themselves
+(references, CPU and CUDA launchers, ptx_signatures) with
+importlib.import_module("minissd.kernels.nms") and likewise for "iou", "hard_negative".
 """
 from minissd.backend import is_cupy
 

@@ -75,23 +75,22 @@ def nms_reference(boxes, scores, iou_threshold, labels=None):
 # CPU path
 
 @numba.njit(cache=True)
-def _greedy_cpu(boxes, order, labels, iou_threshold, zero):
-    """Greedy NMS over boxes visited in `order` (sorted by label, then descending score).
-    Returns a bool (M,) mask over positions in `order`. `zero` is 0 in the box dtype."""
-    M = order.shape[0]
+def _greedy_cpu(boxes, labels, iou_threshold, zero):
+    """Greedy NMS over boxes (M, 4) already in visiting order (by label, then descending
+    score), labels (M,). Returns keep (M,) bool. `zero` is 0 in the box dtype, which keeps
+    numba's arithmetic in that dtype (a bare 0 would promote float32 to float64)."""
+    M = boxes.shape[0]
     area = np.empty(M, dtype=boxes.dtype)
     for i in range(M):
         area[i] = max(boxes[i, 2] - boxes[i, 0], zero) * max(boxes[i, 3] - boxes[i, 1], zero)
     keep = np.ones(M, dtype=np.bool_)
-    for r in range(M):
-        if not keep[r]:
+    for i in range(M):
+        if not keep[i]:
             continue
-        i = order[r]
-        for s in range(r + 1, M):
-            j = order[s]
+        for j in range(i + 1, M):
             if labels[j] != labels[i]:
                 break                       # sorted by label: the rest belong to other labels
-            if not keep[s]:
+            if not keep[j]:
                 continue
             w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), zero)
             h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), zero)
@@ -99,8 +98,16 @@ def _greedy_cpu(boxes, order, labels, iou_threshold, zero):
             union = area[i] + area[j] - inter
             iou = inter / union if union > zero else zero
             if iou > iou_threshold:
-                keep[s] = False
+                keep[j] = False
     return keep
+
+
+def _greedy_in_order(boxes, labels, order, iou_threshold):
+    """Run _greedy_cpu on the boxes gathered in `order` (sequential memory access)."""
+    sorted_boxes = np.ascontiguousarray(boxes[order])               # (M, 4)
+    keep = _greedy_cpu(sorted_boxes, labels[order], float(iou_threshold),
+                       boxes.dtype.type(0))
+    return order[keep]
 
 
 def _prepare_cpu(boxes, scores, labels):
@@ -115,16 +122,14 @@ def nms_cpu(boxes, scores, iou_threshold):
     """NMS on the CPU: (M, 4), (M,) -> kept indices (K,) int64 in descending score order."""
     boxes, scores, labels = _prepare_cpu(boxes, scores, None)
     order = np.argsort(-scores, kind="stable")
-    keep = _greedy_cpu(boxes, order, labels, float(iou_threshold), boxes.dtype.type(0))
-    return order[keep].astype(np.int64)
+    return _greedy_in_order(boxes, labels, order, iou_threshold).astype(np.int64)
 
 
 def batched_nms_cpu(boxes, scores, labels, iou_threshold):
     """Per-label NMS on the CPU -> kept indices (K,) int64 in descending score order."""
     boxes, scores, labels = _prepare_cpu(boxes, scores, labels)
     order = np.lexsort((-scores, labels))                     # by label, then score descending
-    keep = _greedy_cpu(boxes, order, labels, float(iou_threshold), boxes.dtype.type(0))
-    kept = np.sort(order[keep])                               # index order: ties -> lower index
+    kept = np.sort(_greedy_in_order(boxes, labels, order, iou_threshold))  # ties: lower index
     return kept[np.argsort(-scores[kept], kind="stable")].astype(np.int64)
 
 
