@@ -44,6 +44,14 @@ def test_read_state_dict_both_layouts(fname, expected):
         assert state[k].flags.c_contiguous
 
 
+def test_read_torch03_rebuild_tensor(expected):
+    """torch 0.3's legacy files (ssd.pytorch's vgg16_reducedfc.pth era) use _rebuild_tensor."""
+    state = read_torch_checkpoint(os.path.join(FIXTURES, "old_v1.pth"))
+    assert list(state) == ["conv.weight", "transposed", "sliced", "half", "int64"]
+    for k, v in state.items():
+        assert_same(v, expected[k], k)
+
+
 def test_noncontiguous_fixture_really_is_strided(expected):
     # "transposed" is big.t() and "sliced" is big[2:5, 1::3]: both cut from one (6, 8) storage.
     big = expected["transposed"].T
