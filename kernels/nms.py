@@ -253,12 +253,20 @@ def _prepare_cuda(boxes, scores, labels):
     return xp, xp.ascontiguousarray(boxes, dtype=dtype), scores, labels
 
 
+def _descending_order(xp, scores):
+    """Indices by descending score, ties in index order. CuPy's argsort is always stable (and
+    older CuPy rejects `kind`); NumPy's needs kind="stable"."""
+    if xp is np:
+        return np.argsort(-scores, kind="stable")
+    return xp.argsort(-scores)
+
+
 def nms_cuda(boxes, scores, iou_threshold):
     """NMS with the CUDA bitmask kernels -> kept indices (K,) int64 on boxes' device."""
     xp, boxes, scores, labels = _prepare_cuda(boxes, scores, None)
     if scores.shape[0] == 0:
         return xp.empty(0, dtype=np.int64)
-    order = xp.argsort(-scores, kind="stable")
+    order = _descending_order(xp, scores)
     return order[_greedy_cuda(boxes, order, labels, iou_threshold)].astype(np.int64)
 
 
@@ -267,5 +275,5 @@ def batched_nms_cuda(boxes, scores, labels, iou_threshold):
     xp, boxes, scores, labels = _prepare_cuda(boxes, scores, labels)
     if scores.shape[0] == 0:
         return xp.empty(0, dtype=np.int64)
-    order = xp.argsort(-scores, kind="stable")
+    order = _descending_order(xp, scores)
     return order[_greedy_cuda(boxes, order, labels, iou_threshold)].astype(np.int64)
