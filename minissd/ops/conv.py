@@ -15,7 +15,7 @@ Fast version (conv2d_forward / conv2d_backward): im2col + one matrix product.
     buffer, laid out so that the product w (F, K) @ cols (N, K, Ho*Wo) -> (N, F, Ho*Wo) is
     already NCHW: no transpose of the (large) output is needed. The inner axis is Wo, so for
     stride 1 the copy reads whole rows of the input.
-  * backward: dw = sum_n dy[n] (F, Ho*Wo) @ cols[n]^T, dcols = w^T (K, F) @ dy[n], then col2im
+  * backward: dw = sum_n dy[n] (F, Ho*Wo) @ cols[n]^T (one product per image), dcols = w^T (K, F) @ dy[n], then col2im
     adds dcols back onto the padded input with KH*KW strided slice-adds (one per kernel tap);
     no np.add.at (scatter-add is slow on both devices).
   * a 1x1 convolution with stride 1 and no padding needs no im2col: x itself, viewed as
@@ -165,7 +165,11 @@ def conv2d_backward(dy, cache: ConvCache):
     dy_mat = xp.ascontiguousarray(dy).reshape(n, f, ho * wo)          # (N, F, Ho*Wo)
     # y = w_mat @ cols + b
     db = dy_mat.sum(axis=(0, 2))                                      # (F,)
-    dw = xp.matmul(dy_mat, cols.transpose(0, 2, 1)).sum(axis=0)       # (F, K)
+    # dw = sum_n dy[n] @ cols[n]^T: a loop over the batch (not over pixels) keeps the
+    # temporary at (F, K) instead of the (N, F, K) a batched matmul would build first
+    dw = dy_mat[0] @ cols[0].T                                        # (F, K)
+    for i in range(1, n):
+        dw += dy_mat[i] @ cols[i].T
     dcols = xp.matmul(w.reshape(f, -1).T, dy_mat)                     # (N, K, Ho*Wo)
     # cols = im2col(x)
     if _is_pointwise(w, cache.stride, cache.padding):
@@ -175,11 +179,20 @@ def conv2d_backward(dy, cache: ConvCache):
     return dx, dw.reshape(w.shape), db
 
 
+class NaiveConvCache(NamedTuple):
+    x: object
+    w: object
+    b: object
+    stride: int
+    padding: int
+    dilation: int
+
+
 def conv2d_forward_naive(x, w, b, stride=1, padding=0, dilation=1):
     """Reference convolution: a loop over output positions, one tensordot each (slow).
 
-    Same inputs and outputs as conv2d_forward; the cache holds (x, w, b, stride, padding,
-    dilation) for conv2d_backward_naive.
+    Same inputs and outputs as conv2d_forward; the cache is a NaiveConvCache for
+    conv2d_backward_naive.
     """
     xp = get_array_module(x)
     ho, wo = _check(x, w, b, stride, padding, dilation)
@@ -195,10 +208,10 @@ def conv2d_forward_naive(x, w, b, stride=1, padding=0, dilation=1):
             y[:, :, i, j] = xp.tensordot(patch, w, axes=([1, 2, 3], [1, 2, 3]))
     if b is not None:
         y += b.reshape(1, f, 1, 1)
-    return y, (x, w, b, stride, padding, dilation)
+    return y, NaiveConvCache(x, w, b, stride, padding, dilation)
 
 
-def conv2d_backward_naive(dy, cache):
+def conv2d_backward_naive(dy, cache: NaiveConvCache):
     """Reference gradients by the same loop as conv2d_forward_naive."""
     xp = get_array_module(dy)
     x, w, b, stride, padding, dilation = cache

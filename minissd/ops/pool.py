@@ -122,9 +122,16 @@ def maxpool2d_backward(dy, cache: PoolCache):
     return dxpad[:, :, p:p + h, p:p + w]
 
 
+class NaivePoolCache(NamedTuple):
+    x: object
+    kernel: int
+    stride: int
+    padding: int
+
+
 def maxpool2d_forward_naive(x, kernel, stride, padding=0, ceil_mode=False):
     """Reference max pooling: a loop over output positions (slow). Same signature as the fast
-    one; the cache is (x_shape, argmax rows, argmax cols in input coordinates, padding)."""
+    one; the cache is a NaivePoolCache for maxpool2d_backward_naive."""
     xp = get_array_module(x)
     _check(x, kernel, stride, padding)
     n, c, h, w = x.shape
@@ -137,10 +144,10 @@ def maxpool2d_forward_naive(x, kernel, stride, padding=0, ceil_mode=False):
             r1, c1 = min(r0 + kernel, h), min(c0 + kernel, w)
             r0, c0 = max(r0, 0), max(c0, 0)
             y[:, :, i, j] = x[:, :, r0:r1, c0:c1].max(axis=(2, 3))
-    return y, (x, kernel, stride, padding)
+    return y, NaivePoolCache(x, kernel, stride, padding)
 
 
-def maxpool2d_backward_naive(dy, cache):
+def maxpool2d_backward_naive(dy, cache: NaivePoolCache):
     """Reference gradient: per output position, dy goes to the first max of its window."""
     xp = get_array_module(dy)
     x, kernel, stride, padding = cache
