@@ -382,7 +382,7 @@ def run(args, settings):
                 parts = backend.get_array_module(loss).stack([loss, loc_l, conf_l])
                 acc, acc_n = (parts if acc is None else acc + parts), acc_n + 1
                 if not on_gpu and not math.isfinite(float(loss)):
-                    raise NonFiniteLoss(f"step {step}")
+                    raise NonFiniteLoss(f"step {step + 1}")
                 at_log = done % s["log_every"] == 0 or done == s["iters"]
                 at_ckpt = bool(s["ckpt_every"]) and done % s["ckpt_every"] == 0
                 at_eval = (bool(s["eval_every"]) and done % s["eval_every"] == 0) \
@@ -390,7 +390,7 @@ def run(args, settings):
                 if at_log or at_ckpt or at_eval:
                     mean = backend.to_numpy(acc) / acc_n             # the one host sync
                     if not np.isfinite(mean).all():
-                        raise NonFiniteLoss(f"a step between {good_step} and {step}")
+                        raise NonFiniteLoss(f"a step between {good_step + 1} and {step + 1}")
                     now = time.perf_counter()
                     rec = {"step": done, "loss": float(mean[0]), "loc": float(mean[1]),
                            "conf": float(mean[2]), "lr": lr,
