@@ -6,6 +6,7 @@
     --backward          also time forward+backward on the CPU (always on CUDA)
     --repeat R          timed runs per case, the best is reported (default 3)
     --no-torch          skip the PyTorch comparison
+    --compare-float64   make the one-off comparison with torch in float64 (both sides)
 
 For each batch: forward time (inference: keep_cache=False), forward+backward time, images/s,
 and on CUDA the peak of CuPy's memory pool. When torch is importable, the same network is
@@ -153,9 +154,15 @@ def time_torch(torch, tmodel, batch, size, device, repeat, backward):
 
 def compare_with_torch(model, tmodel, torch, size, device, backward):
     """Max |ours - torch| / max |torch| for loc, conf and (with backward) the input gradient
-    and the worst parameter gradient, on one random image and a random upstream gradient."""
+    and the worst parameter gradient, on one random image and a random upstream gradient.
+
+    In float32 the gradients of a deep randomly initialised net can differ by ~1e-2 of their
+    maximum: a few ReLU inputs lie within rounding of 0 and flip sign between the libraries,
+    which reroutes a few gradient entries. --compare-float64 checks both in float64, where
+    they agree to rounding (SSD300: ~1e-14)."""
+    dtype = model.dtype
     rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+    x = rng.uniform(-1, 1, (1, 3, size, size)).astype(dtype)
     tx = torch.from_numpy(x).to(device).requires_grad_(backward)
     loc, conf = model.forward(backend.to_device(x, device), keep_cache=backward)
     tl, tc = tmodel(tx)
@@ -165,8 +172,8 @@ def compare_with_torch(model, tmodel, torch, size, device, backward):
         return float(np.abs(backend.to_numpy(ours) - theirs).max() / np.abs(theirs).max())
     errs = {"loc": err(loc, tl), "conf": err(conf, tc)}
     if backward:
-        dloc = rng.standard_normal(loc.shape).astype(np.float32)
-        dconf = rng.standard_normal(conf.shape).astype(np.float32)
+        dloc = rng.standard_normal(loc.shape).astype(dtype)
+        dconf = rng.standard_normal(conf.shape).astype(dtype)
         dx = model.backward(backend.to_device(dloc, device), backend.to_device(dconf, device))
         torch.autograd.backward([tl, tc], [torch.from_numpy(dloc).to(device),
                                            torch.from_numpy(dconf).to(device)])
@@ -203,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--backward", action="store_true", help="also forward+backward on the CPU")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--compare-float64", action="store_true",
+                    help="run the one-off comparison with torch in float64 (both sides)")
     args = ap.parse_args(argv)
 
     device = backend.set_device(args.device)
@@ -227,9 +236,16 @@ def main(argv=None):
         tmodel = build_torch_ssd(config, torch).to(device)
         tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
         print(_settings(torch, device))
-        errs = compare_with_torch(model, tmodel, torch, size, device, backward)
-        print("vs torch, max |diff| / max |torch|: "
-              + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
+        if args.compare_float64:
+            m64 = SSD(config, rng=0, dtype=np.float64)
+            m64.load_state_dict(model.state_dict())         # the same (float32-rounded) values
+            errs = compare_with_torch(m64, tmodel.double(), torch, size, device, backward)
+            tmodel.float()
+            del m64
+        else:
+            errs = compare_with_torch(model, tmodel, torch, size, device, backward)
+        print(f"vs torch ({'float64' if args.compare_float64 else 'float32'}), "
+              "max |diff| / max |torch|: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
     head = f"{'':8}{'batch':>6} {'fwd ms':>10} {'fwd+bwd ms':>10} {'img/s':>8} {'peak MB':>9}"
     print(head)
