@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
 from .backend import get_array_module, to_numpy
-from .layers import L2Norm, MaxPool2d, ReLU, Sequential
-from .layers import Conv2d
+from .layers import Conv2d, L2Norm, MaxPool2d, ReLU, Sequential
 from .ops.conv import conv2d_backward, conv2d_forward, conv_output_size
 from .ops.pool import pool_output_size
 
@@ -179,8 +177,9 @@ class SSD:
         conf = xp.empty((n, self.num_priors, c), dtype=self.dtype)
         caches, start = [], 0
         for s, lconv, cconv, k in zip(sources, self.loc, self.conf, self.config.mbox):
-            w = xp.concatenate([lconv.params["weight"], cconv.params["weight"]])  # (k(4+C), Cs, 3, 3)
-            b = xp.concatenate([lconv.params["bias"], cconv.params["bias"]])      # (k(4+C),)
+            w = xp.concatenate([lconv.params["weight"],
+                                cconv.params["weight"]])           # (k(4+C), Cs, 3, 3)
+            b = xp.concatenate([lconv.params["bias"], cconv.params["bias"]])   # (k(4+C),)
             y, cache = conv2d_forward(s, w, b, 1, 1)               # (N, k(4+C), H, W)
             caches.append(cache if keep_cache else None)
             hh, ww = y.shape[2:]
@@ -223,7 +222,7 @@ class SSD:
                                           self.config.mbox):
             hh, ww = cache.out_hw
             stop = start + hh * ww * k
-            # loc[:, start:stop] = y[..., :4k].reshape(...); conf likewise; y = y.transpose(0, 2, 3, 1)
+            # y = y.transpose(0, 2, 3, 1); loc[:, start:stop] = y[..., :4k].reshape(...); conf too
             dy = xp.concatenate([dloc[:, start:stop].reshape(n, hh, ww, k * 4),
                                  dconf[:, start:stop].reshape(n, hh, ww, k * c)],
                                 axis=3)                            # (N, H, W, k(4+C))
