@@ -165,18 +165,21 @@ def conv2d_backward(dy, cache: ConvCache):
     dy_mat = xp.ascontiguousarray(dy).reshape(n, f, ho * wo)          # (N, F, Ho*Wo)
     # y = w_mat @ cols + b
     db = dy_mat.sum(axis=(0, 2))                                      # (F,)
-    # dw = sum_n dy[n] @ cols[n]^T: a loop over the batch (not over pixels) keeps the
-    # temporary at (F, K) instead of the (N, F, K) a batched matmul would build first
-    dw = dy_mat[0] @ cols[0].T                                        # (F, K)
+    # dw = sum_n dy[n] @ cols[n]^T, computed transposed as cols[n] @ dy[n]^T (K, F): OpenBLAS
+    # is several times faster in this orientation when Ho*Wo is large (conv1_2: 5x measured).
+    # A loop over the batch (not over pixels) keeps the temporary at (K, F) instead of the
+    # (N, K, F) a batched matmul would build first.
+    dw_t = cols[0] @ dy_mat[0].T                                      # (K, F)
     for i in range(1, n):
-        dw += dy_mat[i] @ cols[i].T
+        dw_t += cols[i] @ dy_mat[i].T
+    dw = dw_t.T                                                       # (F, K)
     dcols = xp.matmul(w.reshape(f, -1).T, dy_mat)                     # (N, K, Ho*Wo)
     # cols = im2col(x)
     if _is_pointwise(w, cache.stride, cache.padding):
         dx = dcols.reshape(n, c, h, wd)                               # (N, C, H, W)
     else:
         dx = col2im(dcols, cache.x_shape, kh, kw, cache.stride, cache.padding, cache.dilation)
-    return dx, dw.reshape(w.shape), db
+    return dx, xp.ascontiguousarray(dw).reshape(w.shape), db
 
 
 class NaiveConvCache(NamedTuple):
