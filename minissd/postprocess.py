@@ -6,7 +6,10 @@
 Steps (SSD paper, section 3, "inference"; the same as ssd.pytorch's Detect):
   1. softmax over the C classes of each default box      scores (N, P, C)
   2. decode the offsets against the default boxes         boxes  (N, P, 4) corner form
-  3. candidates: every (box, class > 0) pair whose score > conf_threshold
+  3. candidates: every (box, class > 0) pair whose score > conf_threshold, at most
+     per_class_top_k of them per class (Caffe SSD's nms_param top_k = 400; ssd.pytorch uses
+     200): this bounds NMS's work (its GPU bitmask is M^2 / 8 bytes) on an untrained network,
+     where almost every pair passes the threshold
   4. NMS within each class (minissd.kernels.batched_nms: boxes of different classes never
      suppress each other), IoU > nms_threshold suppresses
   5. keep the top_k highest scores of the image
@@ -28,7 +31,7 @@ from .ops.softmax import softmax
 
 
 def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200,
-           variances=(0.1, 0.2)):
+           variances=(0.1, 0.2), per_class_top_k=400):
     """Per-image detections from SSD outputs.
 
     loc:    (N, P, 4) predicted offsets
@@ -53,6 +56,26 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         cand_scores = scores[n][box_idx, cls_idx]                    # (M,)
         cand_boxes = boxes[n][box_idx]                               # (M, 4)
         cand_labels = (cls_idx + 1).astype(np.int64)                 # (M,) in 1..C-1
+        if per_class_top_k is not None and cand_scores.shape[0] > per_class_top_k:
+            keep = _top_per_class(cand_scores, cand_labels, per_class_top_k)
+            cand_boxes, cand_scores, cand_labels = (cand_boxes[keep], cand_scores[keep],
+                                                    cand_labels[keep])
         keep = batched_nms(cand_boxes, cand_scores, cand_labels, nms_threshold)[:top_k]
         detections.append((cand_boxes[keep], cand_scores[keep], cand_labels[keep]))
     return detections
+
+
+def _top_per_class(scores, labels, k):
+    """Indices of the (at most) k highest-scoring candidates of each label, in no set order.
+
+    scores (M,), labels (M,) int -> (M',) int64. One sort on the key label + (1 - score)
+    groups the candidates by label, best first; a candidate's rank inside its group is its
+    position minus the position where the group starts.
+    """
+    xp = get_array_module(scores)
+    key = labels.astype(xp.float64) + (1.0 - scores.astype(xp.float64))  # score in [0, 1]
+    order = xp.argsort(key)                                               # (M,)
+    sorted_labels = labels[order]
+    group_start = xp.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = xp.arange(order.shape[0]) - group_start                        # (M,)
+    return order[rank < k]

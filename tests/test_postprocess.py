@@ -96,3 +96,22 @@ def test_matches_loop_over_classes_reference(to_xp, rng):
         np.testing.assert_allclose(s, rs, rtol=1e-6)
         np.testing.assert_array_equal(l, rl)
         np.testing.assert_allclose(b, rb, rtol=1e-6, atol=1e-7)
+
+
+def test_per_class_top_k_caps_candidates_before_nms():
+    """With per_class_top_k = 2, only the two best boxes of each class can survive."""
+    from minissd.postprocess import detect
+    P = 6
+    priors = np.tile(np.array([[0.5, 0.5, 0.2, 0.2]], np.float32), (P, 1))
+    priors[:, 0] = np.linspace(0.1, 0.9, P)          # disjoint boxes: NMS keeps them all
+    loc = np.zeros((1, P, 4), np.float32)
+    conf = np.full((1, P, 3), -5.0, np.float32)
+    conf[0, :, 1] = np.arange(P)                     # class 1 scores rise with the index
+    conf[0, :, 2] = np.arange(P)[::-1]               # class 2 scores fall with the index
+    boxes, scores, labels = detect(loc, conf, priors, per_class_top_k=2)[0]
+    got = sorted(zip(labels.tolist(), np.round(boxes[:, 0].astype(np.float64) + 0.1, 4).tolist()))
+    want = sorted([(1, round(float(priors[P - 1, 0]), 4)), (1, round(float(priors[P - 2, 0]), 4)),
+                   (2, round(float(priors[0, 0]), 4)), (2, round(float(priors[1, 0]), 4))])
+    assert got == want
+    everything = detect(loc, conf, priors, per_class_top_k=None)[0]
+    assert len(everything[0]) > len(boxes)
