@@ -1,0 +1,228 @@
+"""Cells of 06_detection_and_nms.ipynb (written by notebooks/_build.py)."""
+
+CELLS = [
+("md", r"""
+# 06 · Decoding, non-maximum suppression, detections
+
+At test time the network gives, for each of the $P$ default boxes, 4 offsets and $C$ class
+scores. `minissd.postprocess.detect` turns them into detections:
+
+1. softmax over classes; 2. decode the offsets against the default boxes;
+3. per class $c > 0$ keep the boxes with score $> 0.01$; 4. **NMS** per class at IoU 0.45;
+5. keep the 200 best of the image.
+"""),
+("code", r"""
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from minissd import backend, viz
+from minissd.boxes import center_to_corner, decode, iou
+from minissd.config import ssd300
+from minissd.data.augment import resize
+from minissd.data.synthetic import generate
+from minissd.data.voc import VOCDataset
+from minissd.kernels import batched_nms, iou_matrix, nms
+from minissd.kernels.nms import NMS_BLOCK, nms_reference
+from minissd.matching import match
+from minissd.postprocess import detect
+from minissd.priors import default_boxes
+
+rng = np.random.default_rng(0)
+"""),
+("md", r"""
+## Decoding
+
+$$\hat g_{cx} = p_{cx} + \ell_{cx}\, v_0\, p_w, \quad \hat g_{cy} = p_{cy} + \ell_{cy}\, v_0\, p_h, \quad
+\hat g_w = p_w\, e^{\ell_w v_1}, \quad \hat g_h = p_h\, e^{\ell_h v_1}$$
+
+One default box $(0.5, 0.5, 0.2, 0.2)$ and a few predicted offsets: $\ell_{cx} = 2.5$ moves it
+right by $2.5 \cdot 0.1 \cdot 0.2 = 0.05$; $\ell_w = \log 1.5 / 0.2$ makes it 1.5 times wider.
+"""),
+("code", r"""
+prior = np.array([[0.5, 0.5, 0.2, 0.2]])
+offsets = np.array([[0, 0, 0, 0], [2.5, 0, 0, 0], [0, 0, np.log(1.5) / 0.2, 0], [-2, -2, -2, 2]])
+boxes = decode(offsets, prior)                     # (4, 4) corner form
+print(boxes.round(4))
+assert np.allclose(boxes[1], [0.45, 0.4, 0.65, 0.6]) and np.isclose(boxes[2, 2] - boxes[2, 0], 0.3)
+fig, ax = plt.subplots(figsize=(4, 4))
+viz.draw_boxes(None, boxes, labels=np.arange(1, 5), ax=ax)
+ax.set_xlim(0.1, 0.9), ax.set_ylim(0.9, 0.1), ax.set_title("one default box, four offsets")
+plt.show()
+"""),
+("md", r"""
+## Greedy NMS, by hand
+
+Visit boxes by descending score; keep a box unless a box already kept (of the same class)
+overlaps it with IoU $> 0.45$.
+
+| box | corners | score | class |
+|---|---|---|---|
+| A | (0.10, 0.10, 0.50, 0.50) | 0.9 | 1 |
+| B | (0.12, 0.12, 0.52, 0.52) | 0.8 | 1 |
+| C | (0.30, 0.30, 0.70, 0.70) | 0.7 | 1 |
+| D | (0.11, 0.11, 0.51, 0.51) | 0.6 | 2 |
+| E | (0.32, 0.31, 0.72, 0.70) | 0.5 | 1 |
+
+A is kept. B overlaps A with IoU $0.38^2 / (2 \cdot 0.16 - 0.38^2) = 0.82$: suppressed.
+C overlaps A in a $0.2 \times 0.2$ square: IoU $0.04 / 0.28 = 0.14$: kept. D is class 2, so only
+other class-2 boxes could suppress it: kept. E overlaps C heavily: suppressed. Result: A, C, D.
+Without classes (plain `nms`), D is suppressed by A: A, C.
+"""),
+("code", r"""
+boxes = np.array([[0.10, 0.10, 0.50, 0.50], [0.12, 0.12, 0.52, 0.52], [0.30, 0.30, 0.70, 0.70],
+                  [0.11, 0.11, 0.51, 0.51], [0.32, 0.31, 0.72, 0.70]], np.float32)
+scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
+classes = np.array([1, 1, 1, 2, 1])
+print("IoU matrix:\n", iou_matrix(boxes, boxes).round(2))
+kept = batched_nms(boxes, scores, classes, 0.45)
+print("batched_nms keeps", [ "ABCDE"[i] for i in kept], "  nms keeps", ["ABCDE"[i] for i in nms(boxes, scores, 0.45)])
+assert kept.tolist() == [0, 2, 3]
+assert nms(boxes, scores, 0.45).tolist() == [0, 2]
+assert np.isclose(iou(boxes[:1], boxes[1:2])[0, 0], 0.38 ** 2 / (2 * 0.16 - 0.38 ** 2), atol=1e-5)
+"""),
+("md", r"""
+## The bitmask idea (the CUDA kernel)
+
+The greedy loop is sequential: box $i$'s fate depends on the boxes kept before it. The GPU
+version moves all the IoU work out of the loop:
+
+1. sort by score; cut the $M$ boxes into blocks of 64;
+2. **mask kernel**: one CUDA block of 64 threads per (row block, column block) pair; thread $t$
+   writes one 64-bit word whose bit $b$ says "box $64r + t$ suppresses box $64c + b$" (IoU
+   $> 0.45$, same class, later in score order). The mask is $M \times \lceil M/64 \rceil$ words;
+3. **reduce**: walk the boxes in order keeping a `removed` bitset; keep box $i$ if its bit is
+   not set, then OR its row of words into `removed`.
+
+Below, the same data structure built with NumPy for 150 boxes in clusters (named steps, not
+the kernel), the reduce written out, and the result compared with `nms`.
+"""),
+("code", r"""
+M, thr = 150, 0.45
+centres = rng.random((12, 2)) * 0.8 + 0.1
+cxcy = centres[rng.integers(0, 12, M)] + rng.normal(0, 0.02, (M, 2))
+wh = rng.uniform(0.08, 0.2, (M, 2))
+cand = np.clip(center_to_corner(np.concatenate([cxcy, wh], 1)), 0, 1).astype(np.float32)   # (M, 4)
+cand_scores = rng.random(M).astype(np.float32)
+
+order = np.argsort(-cand_scores, kind="stable")              # 1. score order
+sorted_boxes = cand[order]
+suppresses = iou_matrix(sorted_boxes, sorted_boxes) > thr     # (M, M) IoU test
+suppresses &= np.triu(np.ones((M, M), bool), k=1)             # only later boxes
+W = math.ceil(M / NMS_BLOCK)
+padded = np.zeros((M, W * NMS_BLOCK), bool)
+padded[:, :M] = suppresses
+words = np.packbits(padded.reshape(M, W, NMS_BLOCK), axis=-1, bitorder="little").view(np.uint64)[..., 0]  # (M, W)
+
+removed = np.zeros(W, np.uint64)                              # 3. the reduce
+keep = []
+for i in range(M):
+    if not (removed[i // NMS_BLOCK] >> np.uint64(i % NMS_BLOCK)) & np.uint64(1):
+        keep.append(i)
+        removed |= words[i]
+kept_bitmask = order[keep]
+print(f"{M} boxes, {W} words per row, kept {len(keep)}")
+assert np.array_equal(kept_bitmask, nms(cand, cand_scores, thr))
+assert np.array_equal(kept_bitmask, nms_reference(cand, cand_scores, thr))
+
+popcount = np.unpackbits(words.view(np.uint8), axis=-1).reshape(M, W, 64).sum(-1)   # (M, W)
+fig, axes = plt.subplots(1, 3, figsize=(15, 5), gridspec_kw={"width_ratios": [3, 1, 3]})
+axes[0].imshow(suppresses, cmap="Greys", interpolation="nearest")
+for edge in range(NMS_BLOCK, M, NMS_BLOCK):
+    axes[0].axhline(edge - 0.5, color="tab:red"), axes[0].axvline(edge - 0.5, color="tab:red")
+axes[0].set_title("suppression bits (row suppresses column), 64-box blocks")
+axes[0].set_xlabel("box, score order"), axes[0].set_ylabel("box, score order")
+im = axes[1].imshow(popcount, aspect="auto", cmap="viridis", interpolation="nearest")
+axes[1].set_title("mask words (bits set)"), axes[1].set_xlabel("word"), axes[1].set_xticks(range(W))
+fig.colorbar(im, ax=axes[1])
+viz.draw_boxes(None, cand, ax=axes[2], color="lightgray", linewidth=0.8)
+viz.draw_boxes(None, cand[kept_bitmask], scores=cand_scores[kept_bitmask], ax=axes[2], color="tab:red")
+axes[2].set_xlim(0, 1), axes[2].set_ylim(1, 0), axes[2].set_title(f"kept {len(keep)} of {M}")
+fig.tight_layout()
+plt.show()
+"""),
+("md", r"""
+The real kernels, `nms_mask_kernel` and `nms_reduce_kernel` in `kernels/nms.py`, run on a GPU
+when there is one, else in Numba's CUDA simulator (a fresh process, since the flag is read at
+import):
+"""),
+("code", r"""
+if backend.cuda_available():
+    import cupy
+    kernel_keep = cupy.asnumpy(nms(cupy.asarray(cand), cupy.asarray(cand_scores), thr))
+    where = "GPU"
+else:
+    folder = tempfile.mkdtemp(prefix="minissd-nb06-sim-")
+    np.save(os.path.join(folder, "boxes.npy"), cand)
+    np.save(os.path.join(folder, "scores.npy"), cand_scores)
+    script = (
+        "import os, sys, numpy as np\n"
+        "from minissd.kernels.nms import nms_cuda\n"
+        "f = sys.argv[1]\n"
+        "keep = nms_cuda(np.load(os.path.join(f, 'boxes.npy')), np.load(os.path.join(f, 'scores.npy')), float(sys.argv[2]))\n"
+        "np.save(os.path.join(f, 'keep.npy'), keep)\n")
+    run = subprocess.run([sys.executable, "-c", script, folder, str(thr)], capture_output=True,
+                         text=True, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), timeout=600)
+    assert run.returncode == 0, run.stderr
+    kernel_keep = np.load(os.path.join(folder, "keep.npy"))
+    where = "CUDA simulator"
+print(f"{where}: kept {len(kernel_keep)}, same as the CPU path: {np.array_equal(kernel_keep, kept_bitmask)}")
+assert np.array_equal(kernel_keep, kept_bitmask)
+"""),
+("md", r"""
+## Detections on an image
+
+No trained network yet (that is notebook 07), so we fake a good one: its offsets are the true
+targets from `match` plus noise, and its logits favour the right class on the positive boxes and
+background elsewhere. `detect` must then find each object once.
+"""),
+("code", r"""
+cfg = ssd300()
+priors = default_boxes(cfg)
+root = generate(tempfile.mkdtemp(prefix="minissd-nb06-"), num_train=6, num_val=0, image_size=300, seed=6)
+ds = VOCDataset(root, splits=("train",))
+sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))
+image, gt, labels = resize(sample.image, 300), sample.boxes, sample.labels
+loc_t, conf_t = match(gt, labels, priors)
+P, C = priors.shape[0], cfg.num_classes
+loc = (loc_t + rng.normal(0, 0.3, loc_t.shape) * (conf_t > 0)[:, None]).astype(np.float32)
+conf = np.zeros((P, C), np.float32)
+conf[:, 0] = 7.0                                              # background everywhere ...
+conf[conf_t > 0, 0] = 0.0                                     # ... except on positives,
+conf[np.flatnonzero(conf_t > 0), conf_t[conf_t > 0]] = rng.uniform(3, 7, (conf_t > 0).sum())   # noisy scores
+
+candidates = decode(loc[conf_t > 0], priors[conf_t > 0])     # what NMS starts from
+(det_boxes, det_scores, det_labels), = detect(loc[None], conf[None], priors)
+good = det_scores > 0.5
+print(f"{len(gt)} objects, {len(candidates)} positive boxes, {len(det_scores)} detections "
+      f"({good.sum()} with score > 0.5)")
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
+viz.draw_boxes(image, candidates, labels=conf_t[conf_t > 0], ax=axes[0], linewidth=1)
+axes[0].set_title(f"before NMS: {len(candidates)} decoded boxes")
+viz.draw_boxes(image, det_boxes[good], labels=det_labels[good], scores=det_scores[good],
+               class_names=ds.class_names, ax=axes[1])
+axes[1].set_title(f"detect(): {good.sum()} detections with score > 0.5")
+plt.show()
+
+overlap = iou(gt, det_boxes[good])                            # (G, K)
+same_class = labels[:, None] == det_labels[good][None, :]
+assert np.all((overlap * same_class).max(axis=1) > 0.5)      # every object is found
+"""),
+("md", r"""
+## Exercises
+
+1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect`. What happens to two
+   overlapping objects of the same class?
+2. The mask has $M \lceil M/64 \rceil$ words. How much memory for 8732 boxes? For the 20 classes
+   of VOC with one candidate per (box, class)?
+3. The reduce step runs in ONE CUDA block. Why can it not be spread over many blocks?
+4. `batched_nms` compares labels directly; torchvision offsets every class's boxes by a large
+   constant instead. When can that trick fail?
+"""),
+]
