@@ -41,7 +41,7 @@ from .optim import SGD, learning_rate
 # reaches VOC07 mAP >= 0.9 on the synthetic validation split in well under 10 minutes on two
 # CPU cores (tiny() in config.py says why the network looks the way it does). VOC_RECIPE is
 # the paper's SSD300 schedule.
-TINY_SYNTHETIC = dict(batch_size=32, iters=1500, lr=0.05, warmup=100, milestones=(1000, 1300),
+TINY_SYNTHETIC = dict(batch_size=16, iters=2000, lr=0.05, warmup=50, milestones=(1400, 1800),
                       eval_every=500, log_every=25, ckpt_every=250, augment="light",
                       num_train=2000, num_val=300)
 VOC_RECIPE = dict(batch_size=32, iters=120000, lr=1e-3, warmup=500, milestones=(80000, 100000),
@@ -71,8 +71,8 @@ def build_parser():
       help="network configuration from minissd/config.py (default: tiny).")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
-    a("--batch-size", type=int, help="images per step (setting: 32).")
-    a("--iters", type=int, help="training steps in total (setting: 1500 tiny, 120000 VOC). "
+    a("--batch-size", type=int, help="images per step (setting: 16 tiny, 32 VOC).")
+    a("--iters", type=int, help="training steps in total (setting: 2000 tiny, 120000 VOC). "
       "When only this is given, the warm-up and milestones scale with it.")
     a("--lr", type=float, help="base learning rate after warm-up (setting: 0.05 tiny, 1e-3 VOC).")
     a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
