@@ -35,3 +35,34 @@ def stream_of(x):
         cupy = get_array_module(x)
         return numba_cuda().external_stream(cupy.cuda.get_current_stream().ptr)
     return 0
+
+
+def bind_cuda(namespace):
+    """Bind the name `cuda` in a kernel file's globals to numba.cuda, once, and return it.
+
+    The kernel bodies are plain functions that say cuda.threadIdx, cuda.syncthreads(), ...;
+    the name is looked up in their module's globals when Numba compiles them, so it must be
+    bound before the first jit or compile_ptx.
+    """
+    if namespace.get("cuda") is None:
+        namespace["cuda"] = numba_cuda()
+    return namespace["cuda"]
+
+
+class LazyKernels:
+    """A kernel file's jitted kernels by name, each compiled by cuda.jit on first use.
+
+        _kernels = LazyKernels(globals(), v1=iou_kernel_v1, v2=iou_kernel_v2)
+        _kernels["v2"][blocks, threads, stream](...)
+    """
+
+    def __init__(self, namespace, **pyfuncs):
+        self._namespace = namespace
+        self._pyfuncs = pyfuncs
+        self._jitted = {}
+
+    def __getitem__(self, name):
+        if name not in self._jitted:
+            cuda = bind_cuda(self._namespace)
+            self._jitted[name] = cuda.jit(self._pyfuncs[name])
+        return self._jitted[name]

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _launch
 
-cuda = None            # numba.cuda, bound by _load_cuda() on first use
+cuda = None            # numba.cuda, bound by _launch.bind_cuda() on first use
 MAX_THREADS = 1024     # size of the shared scan buffer: the largest block v1 may run with
 RADIX_BITS = 8         # bits per radix-select pass: 4 passes over a 32-bit key
 RADIX_BINS = 256
@@ -111,7 +111,7 @@ def hard_negative_mask_cpu(conf_loss, positive, neg_pos_ratio=3):
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA kernel (a plain function; jitted by _kernels(), compiled to PTX by the tests)
+# CUDA kernel (a plain function; jitted by _kernels (LazyKernels), compiled to PTX by the tests)
 
 def mine_kernel_v1(keys, positive, k, mask):
     """v1: block n mines image n. keys (N, P) uint32 order-preserving, k (N,) int64,
@@ -179,26 +179,12 @@ def mine_kernel_v1(keys, positive, k, mask):
         cuda.syncthreads()             # scan[] is rewritten by the next chunk
 
 
-_jitted = {}
-
-
-def _load_cuda():
-    global cuda
-    if cuda is None:
-        cuda = _launch.numba_cuda()
-    return cuda
-
-
-def _kernels():
-    if not _jitted:
-        _load_cuda()
-        _jitted["v1"] = cuda.jit(mine_kernel_v1)
-    return _jitted
+_kernels = _launch.LazyKernels(globals(), v1=mine_kernel_v1)
 
 
 def ptx_signatures():
     """[(name, python function, numba signature)] of every kernel version, for compile_ptx."""
-    _load_cuda()
+    _launch.bind_cuda(globals())
     return [("mine_kernel_v1", mine_kernel_v1,
              (numba.uint32[:, ::1], numba.bool_[:, ::1], numba.int64[::1], numba.bool_[:, ::1]))]
 
@@ -236,6 +222,6 @@ def hard_negative_mask_cuda(conf_loss, positive, neg_pos_ratio=3, threads=256):
     if mask.size == 0:
         return mask
     dev = _launch.device_array
-    _kernels()["v1"][N, threads, _launch.stream_of(keys)](dev(keys), dev(positive), dev(k),
+    _kernels["v1"][N, threads, _launch.stream_of(keys)](dev(keys), dev(positive), dev(k),
                                                           dev(mask))
     return mask

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _launch
 
-cuda = None          # numba.cuda, bound by _load_cuda() on first use (keeps imports cheap)
+cuda = None          # numba.cuda, bound by _launch.bind_cuda() on first use (keeps imports cheap)
 V2_TILE_B = 32       # v2 block: 32 threads along b ...
 V2_TILE_A = 8        # ... by 8 threads along a
 
@@ -78,7 +78,7 @@ def iou_matrix_cpu(a, b):
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA kernels (plain functions; jitted by _kernels(), compiled to PTX by the tests)
+# CUDA kernels (plain functions; jitted by _kernels (LazyKernels), compiled to PTX by the tests)
 
 def iou_kernel_v1(a, b, out, zero):
     """v1: thread (i, j) computes out[i, j] = IoU(a[i], b[j]). Grid covers (B, A), x along b."""
@@ -124,28 +124,12 @@ def iou_kernel_v2(a, b, out, zero):
     out[i, j] = inter / union if union > zero else zero
 
 
-_jitted = {}
-
-
-def _load_cuda():
-    global cuda
-    if cuda is None:
-        cuda = _launch.numba_cuda()
-    return cuda
-
-
-def _kernels():
-    """{name: jitted kernel}, compiled lazily on first launch."""
-    if not _jitted:
-        _load_cuda()
-        _jitted["v1"] = cuda.jit(iou_kernel_v1)
-        _jitted["v2"] = cuda.jit(iou_kernel_v2)
-    return _jitted
+_kernels = _launch.LazyKernels(globals(), v1=iou_kernel_v1, v2=iou_kernel_v2)
 
 
 def ptx_signatures():
     """[(name, python function, numba signature)] of every kernel version, for compile_ptx."""
-    _load_cuda()
+    _launch.bind_cuda(globals())
     f4, f8 = numba.float32, numba.float64
     return [
         ("iou_kernel_v1 f32", iou_kernel_v1, (f4[:, ::1], f4[:, ::1], f4[:, ::1], f4)),
@@ -172,7 +156,7 @@ def iou_matrix_cuda(a, b, version=None):
         version = "v2" if dtype == np.float32 else "v1"
     if version == "v2" and dtype != np.float32:
         raise ValueError("kernels/iou.py: iou_kernel_v2 is float32 only; pass version='v1'")
-    kernel = _kernels()[version]
+    kernel = _kernels[version]
     if version == "v1":
         block = (32, 8)
     else:

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _launch
 
-cuda = None            # numba.cuda, bound by _load_cuda() on first use
+cuda = None            # numba.cuda, bound by _launch.bind_cuda() on first use
 NMS_BLOCK = 64         # boxes per mask block = bits per uint64 word
 
 
@@ -134,7 +134,7 @@ def batched_nms_cpu(boxes, scores, labels, iou_threshold):
 
 
 # ----------------------------------------------------------------------------------------------
-# CUDA kernels (plain functions; jitted by _kernels(), compiled to PTX by the tests)
+# CUDA kernels (plain functions; jitted by _kernels (LazyKernels), compiled to PTX by the tests)
 
 def nms_mask_kernel(boxes, labels, iou_threshold, zero, mask):
     """v1 step 1. boxes (M, 4) sorted by descending score, labels (M,), mask (M, W) uint64.
@@ -194,27 +194,12 @@ def nms_reduce_kernel(mask, removed, keep, count):
         count[0] = kept
 
 
-_jitted = {}
-
-
-def _load_cuda():
-    global cuda
-    if cuda is None:
-        cuda = _launch.numba_cuda()
-    return cuda
-
-
-def _kernels():
-    if not _jitted:
-        _load_cuda()
-        _jitted["mask"] = cuda.jit(nms_mask_kernel)
-        _jitted["reduce"] = cuda.jit(nms_reduce_kernel)
-    return _jitted
+_kernels = _launch.LazyKernels(globals(), mask=nms_mask_kernel, reduce=nms_reduce_kernel)
 
 
 def ptx_signatures():
     """[(name, python function, numba signature)] of every kernel, for compile_ptx."""
-    _load_cuda()
+    _launch.bind_cuda(globals())
     f4, i8, u8 = numba.float32, numba.int64, numba.uint64
     return [
         ("nms_mask_kernel f32", nms_mask_kernel,
@@ -236,7 +221,7 @@ def _greedy_cuda(boxes, order, labels, iou_threshold):
     removed = xp.empty(W, dtype=np.uint64)
     keep = xp.empty(M, dtype=np.int64)
     count = xp.zeros(1, dtype=np.int64)
-    kernels, dev, stream = _kernels(), _launch.device_array, _launch.stream_of(boxes)
+    kernels, dev, stream = _kernels, _launch.device_array, _launch.stream_of(boxes)
     kernels["mask"][(W, W), NMS_BLOCK, stream](
         dev(sorted_boxes), dev(sorted_labels), float(iou_threshold),
         sorted_boxes.dtype.type(0), dev(mask))

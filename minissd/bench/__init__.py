@@ -5,3 +5,22 @@ Benchmarks live here, not in the tests. When PyTorch/torchvision are importable 
 at the same sizes for comparison; they are never a dependency of minissd itself.
 """
 TOPICS = ("layers", "kernels", "data", "model")
+
+import time
+
+
+def best_time(fn, repeat, sync=lambda: None):
+    """The fastest wall time in seconds of `repeat` calls of fn(), after one warm-up call.
+
+    sync() is called before starting and after each call, so GPU work queued by fn is
+    counted (pass backend.synchronize, or torch.cuda.synchronize for torch's ops).
+    """
+    fn()                                    # warm-up: allocations, JIT, cuBLAS/cuDNN plans
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best

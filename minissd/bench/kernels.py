@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import time
 
 import numpy as np
 
 from minissd import backend
+from minissd.bench import best_time
 from minissd.boxes import iou as iou_reference
 
 iou_k = importlib.import_module("minissd.kernels.iou")
@@ -37,17 +37,10 @@ def random_boxes(rng, n):
     return np.clip(np.concatenate([c - wh / 2, c + wh / 2], axis=1), 0, 1).astype(np.float32)
 
 
-def best_time(fn, repeat, sync_on=None):
-    """Best wall time in ms of `repeat` calls of fn() (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        backend.synchronize(sync_on)
-        t = time.perf_counter()
-        fn()
-        backend.synchronize(sync_on)
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
+def best_ms(fn, repeat, sync_on=None):
+    """Best wall time in ms of `repeat` calls of fn() (after one warm-up call); sync_on: an
+    array whose device is waited for (None: the current device)."""
+    return best_time(fn, repeat, lambda: backend.synchronize(sync_on)) * 1e3
 
 
 def row(name, size, ms, note=""):
@@ -91,12 +84,12 @@ def bench_cpu(rng, repeat):
     check("iou_matrix_cpu", iou_k.iou_matrix_cpu(a, b), iou_reference(a, b))
     print("IoU matrix")
     row("numpy reference (boxes.iou)", f"{G} x {P}",
-        best_time(lambda: iou_reference(a, b), repeat))
-    row("cpu (numba njit)", f"{G} x {P}", best_time(lambda: iou_k.iou_matrix_cpu(a, b), repeat))
+        best_ms(lambda: iou_reference(a, b), repeat))
+    row("cpu (numba njit)", f"{G} x {P}", best_ms(lambda: iou_k.iou_matrix_cpu(a, b), repeat))
     if ops:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         row("torchvision box_iou (cpu)", f"{G} x {P}",
-            best_time(lambda: ops.box_iou(ta, tb), repeat))
+            best_ms(lambda: ops.box_iou(ta, tb), repeat))
 
     boxes = random_boxes(rng, P)
     scores = rng.random(P).astype(np.float32)
@@ -109,17 +102,17 @@ def bench_cpu(rng, repeat):
           nms_k.nms_reference(b, s, 0.45, lab))
     print("NMS (IoU threshold 0.45)")
     row("python reference (nms_reference)", f"{small} boxes",
-        best_time(lambda: nms_k.nms_reference(boxes[:small], scores[:small], 0.45), 1))
+        best_ms(lambda: nms_k.nms_reference(boxes[:small], scores[:small], 0.45), 1))
     row("cpu nms (numba njit)", f"{P} boxes",
-        best_time(lambda: nms_k.nms_cpu(boxes, scores, 0.45), repeat))
+        best_ms(lambda: nms_k.nms_cpu(boxes, scores, 0.45), repeat))
     row("cpu batched_nms (numba njit)", f"{P} boxes/{CLASSES} cls",
-        best_time(lambda: nms_k.batched_nms_cpu(boxes, scores, labels, 0.45), repeat))
+        best_ms(lambda: nms_k.batched_nms_cpu(boxes, scores, labels, 0.45), repeat))
     if ops:
         tbx, tsc, tlb = torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels)
         row("torchvision nms (cpu)", f"{P} boxes",
-            best_time(lambda: ops.nms(tbx, tsc, 0.45), repeat))
+            best_ms(lambda: ops.nms(tbx, tsc, 0.45), repeat))
         row("torchvision batched_nms (cpu)", f"{P} boxes/{CLASSES} cls",
-            best_time(lambda: ops.batched_nms(tbx, tsc, tlb, 0.45), repeat))
+            best_ms(lambda: ops.batched_nms(tbx, tsc, tlb, 0.45), repeat))
 
     loss = rng.exponential(1.0, (BATCH, P)).astype(np.float32)
     positive = rng.random((BATCH, P)) < 0.01
@@ -127,11 +120,11 @@ def bench_cpu(rng, repeat):
           mine_k.hard_negative_mask_reference(loss, positive, 3))
     print("Hard negative mining (ratio 3, ~1% positives)")
     row("numpy reference (lexsort + argsort)", f"{BATCH} x {P}",
-        best_time(lambda: mine_k.hard_negative_mask_reference(loss, positive, 3), repeat))
+        best_ms(lambda: mine_k.hard_negative_mask_reference(loss, positive, 3), repeat))
     row("numpy two-sort (argsort x2)", f"{BATCH} x {P}",
-        best_time(lambda: mining_two_sort(loss, positive, 3), repeat))
+        best_ms(lambda: mining_two_sort(loss, positive, 3), repeat))
     row("cpu (numba njit, partition)", f"{BATCH} x {P}",
-        best_time(lambda: mine_k.hard_negative_mask_cpu(loss, positive, 3), repeat))
+        best_ms(lambda: mine_k.hard_negative_mask_cpu(loss, positive, 3), repeat))
 
 
 def bench_cuda(rng, repeat):
@@ -146,11 +139,11 @@ def bench_cuda(rng, repeat):
     for v in ("v1", "v2"):
         check(f"iou {v}", iou_k.iou_matrix_cuda(a, b, v), ref)
         row(f"cuda iou_kernel_{v}", f"{G} x {P}",
-            best_time(lambda: iou_k.iou_matrix_cuda(a, b, v), repeat, a))
+            best_ms(lambda: iou_k.iou_matrix_cuda(a, b, v), repeat, a))
     if ops:
         ta, tb = torch.from_numpy(a_np).cuda(), torch.from_numpy(b_np).cuda()
         row("torchvision box_iou (cuda)", f"{G} x {P}",
-            best_time(lambda: (ops.box_iou(ta, tb), torch.cuda.synchronize()), repeat))
+            best_ms(lambda: (ops.box_iou(ta, tb), torch.cuda.synchronize()), repeat))
 
     boxes_np = random_boxes(rng, P)
     scores_np = rng.random(P).astype(np.float32)
@@ -164,17 +157,17 @@ def bench_cuda(rng, repeat):
           nms_k.nms_reference(boxes_np[:small], scores_np[:small], 0.45))
     print("NMS (IoU threshold 0.45; checked against the CPU path, itself checked "
           "against nms_reference)")
-    row("cuda nms (bitmask)", f"{P} boxes", best_time(lambda: nms_k.nms_cuda(boxes, scores, 0.45),
+    row("cuda nms (bitmask)", f"{P} boxes", best_ms(lambda: nms_k.nms_cuda(boxes, scores, 0.45),
                                                       repeat, boxes))
     row("cuda batched_nms (bitmask)", f"{P} boxes/{CLASSES} cls",
-        best_time(lambda: nms_k.batched_nms_cuda(boxes, scores, labels, 0.45), repeat, boxes))
+        best_ms(lambda: nms_k.batched_nms_cuda(boxes, scores, labels, 0.45), repeat, boxes))
     if ops:
         tbx, tsc = torch.from_numpy(boxes_np).cuda(), torch.from_numpy(scores_np).cuda()
         tlb = torch.from_numpy(labels_np).cuda()
         row("torchvision nms (cuda)", f"{P} boxes",
-            best_time(lambda: (ops.nms(tbx, tsc, 0.45), torch.cuda.synchronize()), repeat))
+            best_ms(lambda: (ops.nms(tbx, tsc, 0.45), torch.cuda.synchronize()), repeat))
         row("torchvision batched_nms (cuda)", f"{P} boxes/{CLASSES} cls",
-            best_time(lambda: (ops.batched_nms(tbx, tsc, tlb, 0.45), torch.cuda.synchronize()),
+            best_ms(lambda: (ops.batched_nms(tbx, tsc, tlb, 0.45), torch.cuda.synchronize()),
                       repeat))
 
     loss_np = rng.exponential(1.0, (BATCH, P)).astype(np.float32)
@@ -185,9 +178,9 @@ def bench_cuda(rng, repeat):
     check("mining two-sort cupy", mining_two_sort(loss, positive, 3), ref)
     print("Hard negative mining (ratio 3, ~1% positives)")
     row("cupy two-sort (argsort x2)", f"{BATCH} x {P}",
-        best_time(lambda: mining_two_sort(loss, positive, 3), repeat, loss))
+        best_ms(lambda: mining_two_sort(loss, positive, 3), repeat, loss))
     row("cuda radix select (mine_kernel_v1)", f"{BATCH} x {P}",
-        best_time(lambda: mine_k.hard_negative_mask_cuda(loss, positive, 3), repeat, loss))
+        best_ms(lambda: mine_k.hard_negative_mask_cuda(loss, positive, 3), repeat, loss))
 
 
 def main(argv=None):

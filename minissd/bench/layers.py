@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 from .. import backend
+from . import best_time
 from ..config import get_config
 from ..ops.conv import (conv2d_backward, conv2d_backward_naive, conv2d_forward,
                         conv2d_forward_naive, conv_output_size)
@@ -53,18 +53,6 @@ def ssd_conv_shapes(config):
         shapes.append((f"loc{i}", c, size, size, k * 4, 3, 1, 1, 1))
         shapes.append((f"conf{i}", c, size, size, k * config.num_classes, 3, 1, 1, 1))
     return shapes
-
-
-def _best_time(fn, repeat, sync):
-    fn()                                          # warm-up (allocations, cuBLAS/cuDNN plans)
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _minissd_step(xp, n, shape, rng):
@@ -150,12 +138,12 @@ def main(argv=None):
     total_ours = total_torch = 0.0
     for shape in shapes:
         name, c, h, w, f, k, s, p, d = shape
-        t_ours = _best_time(_minissd_step(xp, args.batch, shape, rng), args.repeat, sync)
+        t_ours = best_time(_minissd_step(xp, args.batch, shape, rng), args.repeat, sync)
         total_ours += t_ours
         line = (f"{name:<10}{c:>6}{f'{h}x{w}':>9}{f:>6}{k:>3}{s:>3}{p:>3}{d:>3}"
                 f"{t_ours * 1e3:>12.1f}")
         if torch is not None:
-            t_torch = _best_time(_torch_step(torch, tdev, args.batch, shape), args.repeat,
+            t_torch = best_time(_torch_step(torch, tdev, args.batch, shape), args.repeat,
                                  torch_sync if tdev == "cuda" else (lambda: None))
             total_torch += t_torch
             line += f"{t_torch * 1e3:>10.1f}{t_ours / t_torch:>7.2f}"
@@ -173,9 +161,9 @@ def main(argv=None):
     fast = conv2d_backward(dy, conv2d_forward(x, wt, b, s, p, d)[1])
     naive = conv2d_backward_naive(dy, conv2d_forward_naive(x, wt, b, s, p, d)[1])
     err = max(float(abs(a - b_).max()) for a, b_ in zip(fast, naive))
-    t_fast = _best_time(lambda: conv2d_backward(dy, conv2d_forward(x, wt, b, s, p, d)[1]),
+    t_fast = best_time(lambda: conv2d_backward(dy, conv2d_forward(x, wt, b, s, p, d)[1]),
                         args.repeat, sync)
-    t_naive = _best_time(lambda: conv2d_backward_naive(dy, conv2d_forward_naive(x, wt, b, s, p,
+    t_naive = best_time(lambda: conv2d_backward_naive(dy, conv2d_forward_naive(x, wt, b, s, p,
                                                                                 d)[1]),
                          args.repeat, sync)
     print(f"\nnaive vs fast, x (2, {c}, {h}, {w}), w ({f}, {c}, {k}, {k}), float64, fwd+bwd: "

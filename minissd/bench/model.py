@@ -17,26 +17,13 @@ count and cuDNN / TF32 settings are printed, since they change torch's numbers a
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from .. import backend
+from . import best_time
 from ..config import get_config
 from ..model import SSD
-
-
-def _best_time(fn, repeat, sync):
-    """Run fn once to warm up, then `repeat` times; the fastest wall time in seconds."""
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def _cupy_pool():
@@ -50,7 +37,7 @@ def time_ours(model, batch, size, device, repeat, backward):
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
     sync = lambda: backend.synchronize()                            # noqa: E731
-    out = {"fwd": _best_time(lambda: model.forward(x, keep_cache=False), repeat, sync),
+    out = {"fwd": best_time(lambda: model.forward(x, keep_cache=False), repeat, sync),
            "fwdbwd": None, "peak_mb": None}
     if device == "cuda":
         pool = _cupy_pool()
@@ -62,7 +49,7 @@ def time_ours(model, batch, size, device, repeat, backward):
         def step():
             model.forward(x)
             model.backward(dloc, dconf)
-        out["fwdbwd"] = _best_time(step, repeat, sync)
+        out["fwdbwd"] = best_time(step, repeat, sync)
     if device == "cuda":
         out["peak_mb"] = pool.total_bytes() / 2**20   # the pool keeps what the peak needed
     return out
@@ -139,14 +126,14 @@ def time_torch(torch, tmodel, batch, size, device, repeat, backward):
     def fwd():
         with torch.no_grad():
             tmodel(x)
-    out = {"fwd": _best_time(fwd, repeat, sync), "fwdbwd": None, "peak_mb": None}
+    out = {"fwd": best_time(fwd, repeat, sync), "fwdbwd": None, "peak_mb": None}
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if backward:
         def step():
             loc, conf = tmodel(x)
             (loc.mean() + conf.mean()).backward()
-        out["fwdbwd"] = _best_time(step, repeat, sync)
+        out["fwdbwd"] = best_time(step, repeat, sync)
     if device == "cuda":
         out["peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out
