@@ -1,4 +1,11 @@
-"""python -m minissd.bench <topic> [options]; `python -m minissd.bench all` runs every topic."""
+"""python -m minissd.bench [topic] [options]
+
+With no topic, every topic runs on the best device (the GPU when one answers, else the CPU).
+Topics: layers (every SSD300 conv shape, vs torch), kernels (IoU, NMS, mining, vs torchvision),
+data (decode + augmentation + batching), model (SSD300 forward, forward+backward, vs torch.nn),
+loss (matching, the MultiBox loss with mining, detect()). Each takes --help for its options,
+and --device cpu|cuda.
+"""
 import importlib
 import sys
 
@@ -7,21 +14,21 @@ from . import TOPICS
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        print("topics: " + ", ".join(TOPICS) + ", all")
-        print("each topic takes --help for its own options (--device cpu|cuda, sizes, ...)")
         return 0
-    topic, rest = argv[0], argv[1:]
-    if topic == "all":
-        for t in TOPICS:
-            print(f"\n=== {t} ===")
-            importlib.import_module(f"minissd.bench.{t}").main(rest)
-        return 0
-    if topic not in TOPICS:
+    topic, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("all", argv)
+    if topic != "all" and topic not in TOPICS:
         print(f"unknown topic {topic!r}; choose one of: {', '.join(TOPICS)}, all", file=sys.stderr)
         return 2
-    return importlib.import_module(f"minissd.bench.{topic}").main(rest) or 0
+    if not any(a == "--device" or a.startswith("--device=") for a in rest):
+        from .. import backend
+        rest = rest + ["--device", backend.set_device("auto")]
+    for t in (TOPICS if topic == "all" else (topic,)):
+        if topic == "all":
+            print(f"\n=== {t} ===", flush=True)
+        importlib.import_module(f"minissd.bench.{t}").main(rest)
+    return 0
 
 
 if __name__ == "__main__":
