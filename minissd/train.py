@@ -397,9 +397,10 @@ def run(args, settings):
                            "img_per_s": acc_n * s["batch_size"] / max(now - t_log, 1e-9)}
                     _write(log, rec, history)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", loc=f"{rec['loc']:.3f}",
-                                        conf=f"{rec['conf']:.3f}", lr=f"{lr:.2g}",
-                                        img_s=f"{rec['img_per_s']:.0f}")
+                        bar.set_postfix({"loss": f"{rec['loss']:.3f}",
+                                         "loc": f"{rec['loc']:.3f}",
+                                         "conf": f"{rec['conf']:.3f}", "lr": f"{lr:.2g}",
+                                         "img/s": f"{rec['img_per_s']:.0f}"})
                     else:
                         print(f"step {done}: loss {rec['loss']:.4f} (loc {rec['loc']:.4f}, "
                               f"conf {rec['conf']:.4f}) lr {lr:.3g} "
