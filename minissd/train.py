@@ -315,7 +315,6 @@ def run(args, settings):
     device = backend.set_device(args.device)
     start, best_map, resume_meta = 0, None, None
     if args.resume:
-        from .weights import load_checkpoint
         arrays, resume_meta = _load_resume(args.resume)
         kept = resume_meta["settings"]
         if args.iters is not None:
