@@ -111,7 +111,7 @@ def test_float32_stays_float32_and_agrees_with_float64(rng, to_xp):
 
 def test_initial_confidence_loss_is_near_log_num_classes(rng, to_xp):
     # An untrained net's logits are small, so every box's cross-entropy is about log(C).
-    # Simulated with small random logits (see the report: the model check is in test_model).
+    # Here with small random logits; the next test does it with the real untrained network.
     C = 21
     loc, _, loc_t, conf_t = _batch(rng, N=2, P=2000, C=C, num_pos=(30, 50), dtype=np.float32)
     conf = (0.01 * rng.normal(size=(2, 2000, C))).astype(np.float32)
@@ -120,6 +120,33 @@ def test_initial_confidence_loss_is_near_log_num_classes(rng, to_xp):
     assert selected == 4 * 80                                     # positives + 3x negatives
     per_box = float(parts["conf"]) * 80 / selected
     assert abs(per_box - math.log(C)) < 0.01 * math.log(C)
+
+
+def test_untrained_tiny_network_starts_near_log_num_classes(rng):
+    """The untrained tiny SSD's confidence loss, per selected box, is close to log(K + 1):
+    its initial class scores are nearly uniform, so training starts from a sane loss."""
+    from minissd.config import tiny
+    from minissd.matching import match_batch
+    from minissd.model import SSD
+    from minissd.priors import default_boxes
+
+    cfg = tiny()
+    x = rng.normal(size=(2, 3, cfg.image_size, cfg.image_size)).astype(np.float32)
+    loc, conf = SSD(cfg, rng=1).forward(x, keep_cache=False)
+    gt = [np.array([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8]], np.float32),
+          np.array([[0.2, 0.5, 0.4, 0.9]], np.float32)]
+    loc_t, conf_t = match_batch(gt, [np.array([1, 3]), np.array([6])], default_boxes(cfg))
+    _, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
+    num_pos = int(cache.positive.sum())
+    selected = int((cache.positive | cache.negative).sum())
+    assert num_pos > 0 and selected == 4 * num_pos
+    log_c = math.log(cfg.num_classes)
+    # Over all boxes, the cross-entropy against the background is log(C) to within a few %.
+    logp = conf - np.log(np.exp(conf).sum(-1, keepdims=True))
+    assert abs(float(-logp[..., 0].mean()) - log_c) < 0.05 * log_c
+    # The loss averages over positives and the HARDEST negatives, so it sits a little above.
+    per_box = float(parts["conf"]) * num_pos / selected
+    assert log_c * 0.95 < per_box < log_c * 1.25, (per_box, log_c)
 
 
 def test_bad_shapes_are_reported(rng):
