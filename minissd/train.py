@@ -41,12 +41,15 @@ from .optim import SGD, learning_rate
 # reaches VOC07 mAP >= 0.9 on the synthetic validation split in well under 10 minutes on two
 # CPU cores (tiny() in config.py says why the network looks the way it does). VOC_RECIPE is
 # the paper's SSD300 schedule.
-TINY_SYNTHETIC = dict(batch_size=16, iters=2000, lr=0.05, warmup=50, milestones=(1400, 1800),
+# NOT YET MET: measured on a busy 2-core machine, this setting stays on the loss plateau
+# (~6.4, mAP < 0.01) for its whole run; lr 0.05 killed most deep ReLU channels, lr 0.01 with
+# clipping keeps more alive but is still on the plateau at step 600. See the report in git log.
+TINY_SYNTHETIC = dict(batch_size=16, iters=2000, lr=0.01, warmup=200, milestones=(1400, 1800),
                       eval_every=500, log_every=25, ckpt_every=250, augment="light",
-                      num_train=2000, num_val=300)
+                      num_train=2000, num_val=300, clip_norm=10.0)
 VOC_RECIPE = dict(batch_size=32, iters=120000, lr=1e-3, warmup=500, milestones=(80000, 100000),
                   eval_every=10000, log_every=50, ckpt_every=5000, augment="full",
-                  num_train=None, num_val=None)
+                  num_train=None, num_val=None, clip_norm=None)
 OTHER = dict(VOC_RECIPE, num_train=2000, num_val=300)
 SYNTHETIC_DATA_SEED = 0          # the synthetic set is the same whatever --seed is
 
@@ -74,13 +77,14 @@ def build_parser():
     a("--batch-size", type=int, help="images per step (setting: 16 tiny, 32 VOC).")
     a("--iters", type=int, help="training steps in total (setting: 2000 tiny, 120000 VOC). "
       "When only this is given, the warm-up and milestones scale with it.")
-    a("--lr", type=float, help="base learning rate after warm-up (setting: 0.05 tiny, 1e-3 VOC).")
+    a("--lr", type=float, help="base learning rate after warm-up (setting: 0.01 tiny, 1e-3 VOC).")
     a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
     a("--milestones", type=_int_list, metavar="S1,S2",
       help="steps at which the learning rate is multiplied by 0.1 (setting: 80000,100000 VOC).")
     a("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9).")
     a("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4).")
-    a("--clip-norm", type=float, help="clip the global gradient norm to this value (off).")
+    a("--clip-norm", type=float, help="clip the global gradient norm to this value "
+      "(setting: 10 tiny, off VOC).")
     a("--out", metavar="DIR", help="output folder (default runs/<config>-<data>-<time>; with "
       "--resume, the checkpoint's folder).")
     a("--resume", metavar="CKPT", help="continue exactly from a last.npz/best.npz written by "
@@ -124,7 +128,7 @@ def resolve_settings(args) -> dict:
         base = OTHER
     s = dict(base)
     for key in ("batch_size", "iters", "lr", "warmup", "milestones", "eval_every", "log_every",
-                "ckpt_every", "num_train", "num_val", "augment"):
+                "ckpt_every", "num_train", "num_val", "augment", "clip_norm"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
     if args.iters is not None and args.iters != base["iters"]:
@@ -135,7 +139,7 @@ def resolve_settings(args) -> dict:
             s["warmup"] = int(round(base["warmup"] * f))
     s["milestones"] = tuple(s["milestones"])
     s.update(config=args.config, seed=args.seed, momentum=args.momentum,
-             weight_decay=args.weight_decay, clip_norm=args.clip_norm,
+             weight_decay=args.weight_decay,
              voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
              val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg)
     for key in ("batch_size", "iters"):

@@ -161,10 +161,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 def test_settings_follow_the_setting():
     p = train.build_parser()
     tiny = train.resolve_settings(p.parse_args([]))
-    assert tiny["config"] == "tiny" and tiny["voc_root"] is None
+    assert tiny["config"] == "tiny" and tiny["voc_root"] is None and tiny["clip_norm"] == 10.0
+    assert train.resolve_settings(p.parse_args(["--clip-norm", "3"]))["clip_norm"] == 3.0
     voc = train.resolve_settings(p.parse_args(["--voc-root", "/x", "--config", "ssd300"]))
-    assert (voc["batch_size"], voc["lr"], voc["iters"], voc["milestones"]) == \
-        (32, 1e-3, 120000, (80000, 100000))
+    assert (voc["batch_size"], voc["lr"], voc["iters"], voc["milestones"], voc["clip_norm"]) == \
+        (32, 1e-3, 120000, (80000, 100000), None)
     short = train.resolve_settings(p.parse_args(["--voc-root", "/x", "--config", "ssd300",
                                                  "--iters", "1200"]))
     assert short["milestones"] == (800, 1000)
