@@ -41,9 +41,9 @@ from .optim import SGD, learning_rate
 # reaches VOC07 mAP >= 0.9 on the synthetic validation split in well under 10 minutes on two
 # CPU cores (tiny() in config.py says why the network looks the way it does). VOC_RECIPE is
 # the paper's SSD300 schedule.
-# NOT YET MET: measured on a busy 2-core machine, this setting stays on the loss plateau
-# (~6.4, mAP < 0.01) for its whole run; lr 0.05 killed most deep ReLU channels, lr 0.01 with
-# clipping keeps more alive but is still on the plateau at step 600. See the report in git log.
+# NOT YET MET: on a busy 2-core machine both tried settings stayed on the loss plateau
+# (~6.4, VOC07 mAP < 0.01): lr 0.05 (1475 steps) left most deep ReLU channels dead; lr 0.01 with
+# warm-up 200 and clipping keeps more of them alive but was still on the plateau at step 625.
 TINY_SYNTHETIC = dict(batch_size=16, iters=2000, lr=0.01, warmup=200, milestones=(1400, 1800),
                       eval_every=500, log_every=25, ckpt_every=250, augment="light",
                       num_train=2000, num_val=300, clip_norm=10.0)
