@@ -50,6 +50,7 @@ class SSDConfig:
     fc: tuple = (1024, 1024)                # conv6, conv7 output channels
     fc_dilation: int = 6
     extras: tuple = ()                      # (out_channels, kernel, stride, padding) per conv
+    batch_norm: bool = False                # BatchNorm after every base/extra conv (tiny)
     mbox: tuple = ()                        # default boxes per location, per source
     # --- default boxes ---
     feature_maps: tuple = ()                # spatial size of each source (checked by the model)

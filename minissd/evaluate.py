@@ -64,7 +64,12 @@ def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.
     xp = backend.xp()
     batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
     x = preprocess(xp.asarray(batch), config.preprocess)                   # (N, 3, S, S)
-    loc, conf = model.forward(x, keep_cache=False)                         # (N, P, 4), (N, P, C)
+    was_training = model.training
+    model.eval()                       # batch norm (tiny) uses its running statistics
+    try:
+        loc, conf = model.forward(x, keep_cache=False)                     # (N, P, 4), (N, P, C)
+    finally:
+        model.train(was_training)
     dets = detect(loc, conf, priors, conf_threshold=conf_threshold,
                   nms_threshold=nms_threshold, top_k=top_k, variances=config.variances)
     return [tuple(backend.to_numpy(a) for a in d) for d in dets]

@@ -5,7 +5,10 @@ Every layer has
     backward(dy) -> dx       OVERWRITES self.grads (no accumulation, no zero_grad needed)
     params                   {name: array}, PyTorch's names and shapes (conv weight (F, C, KH, KW))
     grads                    {name: array}, same keys, filled by backward
-    to(device)               moves params (and grads) to "cpu" or "cuda"; returns self
+    buffers                  {name: array} state that is not trained (BatchNorm's running
+                             statistics); saved in state_dict with the params
+    training                 True while training; BatchNorm uses batch statistics then
+    to(device)               moves params, buffers (and grads) to "cpu" or "cuda"; returns self
 
 Parameters are created on the current device (backend.set_device) in the chosen dtype
 (float32 by default; float64 for gradient checks). Optimisers may update params in place.
@@ -18,6 +21,7 @@ import numpy as np
 
 from . import backend
 from .ops.activation import relu_backward, relu_forward
+from .ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from .ops.conv import conv2d_backward, conv2d_forward
 from .ops.l2norm import l2norm_backward, l2norm_forward
 from .ops.pool import maxpool2d_backward, maxpool2d_forward
@@ -29,7 +33,9 @@ class Layer:
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}
         self.cache = None
+        self.training = True
 
     def forward(self, x):
         raise NotImplementedError
@@ -41,8 +47,9 @@ class Layer:
         return self.forward(x)
 
     def to(self, device):
-        """Move params and grads to "cpu" or "cuda" (arrays are replaced, not edited)."""
+        """Move params, buffers and grads to "cpu" or "cuda" (arrays are replaced, not edited)."""
         self.params = {k: backend.to_device(v, device) for k, v in self.params.items()}
+        self.buffers = {k: backend.to_device(v, device) for k, v in self.buffers.items()}
         self.grads = {k: backend.to_device(v, device) for k, v in self.grads.items()}
         self.cache = None
         return self
@@ -165,6 +172,37 @@ class L2Norm(Layer):
         return f"L2Norm({self.channels})"
 
 
+class BatchNorm2d(Layer):
+    """Batch normalisation per channel (ops/batchnorm.py), as torch.nn.BatchNorm2d.
+
+    params {"weight": (C,) ones, "bias": (C,) zeros}; buffers {"running_mean": (C,) zeros,
+    "running_var": (C,) ones}. `training` True: batch statistics, running ones updated;
+    False: the running statistics (inference).
+    """
+
+    def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        self.channels, self.momentum, self.eps = channels, momentum, eps
+        self.params = {"weight": _new_param(np.ones(channels), dtype),
+                       "bias": _new_param(np.zeros(channels), dtype)}
+        self.buffers = {"running_mean": _new_param(np.zeros(channels), dtype),
+                        "running_var": _new_param(np.ones(channels), dtype)}
+
+    def forward(self, x):
+        y, self.cache = batchnorm2d_forward(
+            x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
+            self.buffers["running_var"], self.training, self.momentum, self.eps)
+        return y
+
+    def backward(self, dy):
+        dx, dgamma, dbeta = batchnorm2d_backward(dy, self.cache)
+        self.grads = {"weight": dgamma, "bias": dbeta}
+        return dx
+
+    def __repr__(self):
+        return f"BatchNorm2d({self.channels})"
+
+
 class Sequential(Layer):
     """Layers applied in order. params/grads are named "<index>.<name>" as in PyTorch
     (e.g. "0.weight"); they are views of the layers' own dicts, rebuilt on each access."""
@@ -192,6 +230,16 @@ class Sequential(Layer):
     def grads(self, value):
         if value:
             raise AttributeError("Sequential.grads is read-only; run backward to fill them")
+
+    @property
+    def buffers(self):
+        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
+                for k, v in layer.buffers.items()}
+
+    @buffers.setter
+    def buffers(self, value):
+        if value:
+            raise AttributeError("Sequential.buffers is read-only; set a layer's buffers instead")
 
     def forward(self, x):
         for layer in self.layers:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import get_array_module, to_numpy
-from .layers import Conv2d, L2Norm, MaxPool2d, ReLU, Sequential
+from .layers import BatchNorm2d, Conv2d, L2Norm, MaxPool2d, ReLU, Sequential
 from .ops.conv import conv2d_backward, conv2d_forward, conv_output_size
 from .ops.pool import pool_output_size
 
@@ -51,7 +51,7 @@ class SSD:
         _check_config(config)
         self.vgg, self.l2norm_index, l2_ch = _build_vgg(config, rng, self.dtype)
         self.L2Norm = L2Norm(l2_ch, config.l2norm_scale, dtype=self.dtype)
-        self.extras = [Conv2d(c_in, c_out, k, s, p, rng=rng, dtype=self.dtype, relu=True)
+        self.extras = [_extra_layer(c_in, c_out, k, s, p, rng, self.dtype, config.batch_norm)
                        for c_in, (c_out, k, s, p) in zip(
                            (config.fc[1],) + tuple(e[0] for e in config.extras[:-1]),
                            config.extras)]
@@ -92,9 +92,33 @@ class SSD:
         """Total number of scalar parameters (SSD300, 21 classes: 26,285,486)."""
         return int(sum(v.size for _, v in self.params()))
 
+    def buffers(self):
+        """[(name, array)]: state that is saved but not trained (BatchNorm's running
+        statistics, e.g. "vgg.1.running_mean"); empty for the VOC configs."""
+        return [(f"{prefix}.{k}", v) for prefix, layer in self._named_layers()
+                for k, v in layer.buffers.items()]
+
     def state_dict(self) -> dict:
-        """{name: NumPy copy of the parameter}, ssd.pytorch's names and shapes."""
-        return {name: to_numpy(v).copy() for name, v in self.params()}
+        """{name: NumPy copy}: the parameters (ssd.pytorch's names and shapes) and buffers."""
+        return {name: to_numpy(v).copy() for name, v in self.params() + self.buffers()}
+
+    def train(self, mode: bool = True):
+        """Training mode (the default): BatchNorm layers use the batch's statistics."""
+        for layer in self._leaf_layers():
+            layer.training = mode
+        return self
+
+    def eval(self):
+        """Inference mode: BatchNorm layers use their running statistics."""
+        return self.train(False)
+
+    @property
+    def training(self) -> bool:
+        return all(layer.training for layer in self._leaf_layers())
+
+    def _leaf_layers(self):
+        for layer in list(self.vgg) + [self.L2Norm] + self.extras + self.loc + self.conf:
+            yield from (layer.layers if isinstance(layer, Sequential) else (layer,))
 
     def load_state_dict(self, state: dict, strict: bool = True):
         """Copy arrays into the parameters (in place, cast to the model's dtype and device).
@@ -104,7 +128,7 @@ class SSD:
         both with equal shapes, and returns (missing, unexpected) lists of names; shape
         mismatches still raise, since they mean a different network.
         """
-        own = dict(self.params())
+        own = dict(self.params() + self.buffers())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
@@ -129,7 +153,7 @@ class SSD:
 
     def to(self, device: str):
         """Move every parameter (and gradient) to "cpu" or "cuda"; returns self."""
-        for _, layer in self._named_layers():
+        for layer in self._leaf_layers():
             layer.to(device)
         self._head_caches = None
         return self
@@ -256,7 +280,7 @@ def _build_vgg(config, rng, dtype):
         elif v == "C":
             layers.append(MaxPool2d(2, 2, ceil_mode=True))
         else:
-            layers += [Conv2d(c_in, v, 3, 1, 1, rng=rng, dtype=dtype), ReLU()]
+            layers += _conv_relu(c_in, v, 3, 1, 1, 1, rng, dtype, config.batch_norm)
             c_in, n_conv = v, n_conv + 1
             if n_conv == config.l2norm_conv:
                 l2_index, l2_ch = len(layers) - 1, v
@@ -264,10 +288,26 @@ def _build_vgg(config, rng, dtype):
         raise ValueError(f"config {config.name!r}: l2norm_conv={config.l2norm_conv} but the base "
                          f"has only {n_conv} convs; set l2norm_conv to 1..{n_conv}")
     d = config.fc_dilation
-    layers += [MaxPool2d(3, 1, 1),                                        # pool5
-               Conv2d(c_in, config.fc[0], 3, 1, d, d, rng=rng, dtype=dtype), ReLU(),   # conv6
-               Conv2d(config.fc[0], config.fc[1], 1, rng=rng, dtype=dtype), ReLU()]    # conv7
+    bn = config.batch_norm
+    layers += ([MaxPool2d(3, 1, 1)]                                                # pool5
+               + _conv_relu(c_in, config.fc[0], 3, 1, d, d, rng, dtype, bn)        # conv6
+               + _conv_relu(config.fc[0], config.fc[1], 1, 1, 0, 1, rng, dtype, bn))  # conv7
     return Sequential(*layers), l2_index, l2_ch
+
+
+def _conv_relu(c_in, c_out, k, stride, pad, dilation, rng, dtype, batch_norm):
+    """[Conv2d, ReLU] (ssd.pytorch's two list entries), or [Conv2d, BatchNorm2d, ReLU] when
+    the config asks for batch norm (as torchvision's vgg16_bn orders them)."""
+    conv = Conv2d(c_in, c_out, k, stride, pad, dilation, rng=rng, dtype=dtype)
+    return [conv, BatchNorm2d(c_out, dtype=dtype), ReLU()] if batch_norm else [conv, ReLU()]
+
+
+def _extra_layer(c_in, c_out, k, stride, pad, rng, dtype, batch_norm):
+    """One extra layer: a Conv2d with its ReLU fused, or Sequential(conv, batch norm, ReLU)
+    (parameters then named extras.<j>.0.weight, extras.<j>.1.weight, ...)."""
+    if batch_norm:
+        return Sequential(*_conv_relu(c_in, c_out, k, stride, pad, 1, rng, dtype, True))
+    return Conv2d(c_in, c_out, k, stride, pad, rng=rng, dtype=dtype, relu=True)
 
 
 def _check_config(config):

@@ -1,0 +1,74 @@
+"""Batch normalisation over (N, H, W) per channel: forward and backward.
+
+Dimension letters: N batch, C channels, H x W spatial; M = N * H * W values per channel.
+
+    training:  mu = mean(x),  var = mean((x - mu)^2)            over N, H, W, per channel
+    eval:      mu = running_mean, var = running_var
+               xhat = (x - mu) / sqrt(var + eps)
+               y = gamma * xhat + beta
+
+SSD itself has no batch norm (its VGG base comes pretrained). minissd's `tiny` config, which
+trains from scratch in minutes, puts one after every base and extra conv: without it a plain
+ReLU stack trained from scratch sits on a plateau where it predicts the same boxes for every
+image (the observation of DSOD and ScratchDet, and ours on the synthetic set).
+
+The running statistics follow PyTorch: new = (1 - momentum) * old + momentum * batch value,
+with the unbiased variance (M / (M - 1)) in running_var. They are updated in place.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ..backend import get_array_module
+
+
+class BatchNormCache(NamedTuple):
+    xhat: object        # (N, C, H, W) normalised input
+    inv_std: object     # (C,) 1 / sqrt(var + eps)
+    gamma: object       # (C,)
+    training: bool      # batch statistics (True) or running ones (False)
+
+
+def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True,
+                        momentum=0.1, eps=1e-5):
+    """Batch norm of x (N, C, H, W) with scale gamma (C,) and shift beta (C,).
+
+    running_mean, running_var: (C,) arrays, updated in place when training.
+    Returns y (N, C, H, W) and a BatchNormCache.
+    """
+    xp = get_array_module(x)
+    if training:
+        M = x.size // x.shape[1]
+        mean = x.mean(axis=(0, 2, 3))                                   # (C,)
+        centred = x - mean[None, :, None, None]                         # (N, C, H, W)
+        var = (centred * centred).mean(axis=(0, 2, 3))                  # (C,) biased
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (M / max(M - 1, 1))
+    else:
+        centred = x - running_mean[None, :, None, None]
+        var = running_var
+    inv_std = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
+    xhat = centred * inv_std[None, :, None, None]                       # (N, C, H, W)
+    y = xhat * gamma[None, :, None, None] + beta[None, :, None, None]
+    return y, BatchNormCache(xhat, inv_std, gamma, training)
+
+
+def batchnorm2d_backward(dy, cache: BatchNormCache):
+    """dy (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,))."""
+    xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
+    # y = xhat * gamma + beta
+    dbeta = dy.sum(axis=(0, 2, 3))                                      # (C,)
+    dgamma = (dy * xhat).sum(axis=(0, 2, 3))                            # (C,)
+    dxhat = dy * gamma[None, :, None, None]                             # (N, C, H, W)
+    if not cache.training:
+        # xhat = (x - running_mean) * inv_std, the statistics being constants
+        return dxhat * inv_std[None, :, None, None], dgamma, dbeta
+    # xhat = (x - mean(x)) * inv_std(x): the mean and the variance depend on every x of the
+    # channel, which gives the two correction terms (each a mean over N, H, W):
+    #   dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    mean_dxhat = dxhat.mean(axis=(0, 2, 3))[None, :, None, None]
+    mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3))[None, :, None, None]
+    dx = (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+    return dx, dgamma, dbeta
