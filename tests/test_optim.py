@@ -91,3 +91,23 @@ def test_load_state_dict_checks_shapes():
         SGD().load_state_dict(state, like={"w": np.zeros(4)})
     with pytest.raises(KeyError, match="other config"):
         SGD().load_state_dict(state, like={"v": np.zeros(3)})
+
+
+def test_adam_known_answer_and_state_round_trip(xp):
+    from minissd.optim import Adam
+    w = xp.asarray(np.array([1.0, -2.0, 0.5]))
+    g = {"w": xp.asarray(np.array([0.1, -3.0, 0.0]))}
+    opt = Adam(weight_decay=0.0)
+    opt.step([("w", w)], g, lr=0.01)
+    # first step: mhat = g, vhat = g^2, so the update is lr * g / (|g| + eps) = lr * sign(g)
+    np.testing.assert_allclose(np.asarray(w.tolist()), [0.99, -1.99, 0.5], atol=1e-6)
+    opt.step([("w", w)], g, lr=0.01)                      # a constant gradient: same step again
+    np.testing.assert_allclose(np.asarray(w.tolist()), [0.98, -1.98, 0.5], atol=1e-6)
+    state = opt.state_dict()
+    again = Adam()
+    again.load_state_dict(state, like={"w": w})
+    assert again.t == 2 and again.weight_decay == 0.0
+    w2 = w.copy()
+    opt.step([("w", w)], g, lr=0.01)
+    again.step([("w", w2)], g, lr=0.01)
+    np.testing.assert_array_equal(np.asarray(w.tolist()), np.asarray(w2.tolist()))
