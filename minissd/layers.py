@@ -101,12 +101,13 @@ class Conv2d(Layer):
         self.cache = (conv_cache, relu_cache)
         return y
 
-    def backward(self, dy):
-        """dy (N, out_ch, Ho, Wo) -> dx (N, in_ch, H, W); sets grads weight, bias."""
+    def backward(self, dy, need_dx=True):
+        """dy (N, out_ch, Ho, Wo) -> dx (N, in_ch, H, W) (None when need_dx is False);
+        sets grads weight, bias."""
         conv_cache, relu_cache = self.cache
         if self.relu:
             dy = relu_backward(dy, relu_cache)
-        dx, dw, db = conv2d_backward(dy, conv_cache)
+        dx, dw, db = conv2d_backward(dy, conv_cache, need_dx)
         self.grads = {"weight": dw, "bias": db}
         return dx
 

@@ -34,6 +34,9 @@ from .ops.conv import conv2d_backward, conv2d_forward, conv_output_size
 from .ops.pool import pool_output_size
 
 
+CONF_INIT_SCALE = 0.1     # confidence heads: Xavier-uniform times this (see SSD.__init__)
+
+
 class SSD:
     """SSD built from an SSDConfig (minissd.config): ssd300, ssd512, tiny or your own.
 
@@ -61,6 +64,11 @@ class SSD:
                     for ch, k in zip(channels, config.mbox)]
         self.conf = [Conv2d(ch, k * c, 3, 1, 1, rng=rng, dtype=self.dtype)
                      for ch, k in zip(channels, config.mbox)]
+        # The confidence heads start at a tenth of Xavier's scale, so an untrained network's
+        # class scores are nearly uniform and its confidence loss starts near log(C), even for
+        # the hardest negatives (tests/test_loss.py); full-scale logits start it twice as high.
+        for conv in self.conf:
+            conv.params["weight"] *= CONF_INIT_SCALE
         self.num_priors = config.num_priors()
         self._head_caches = None
         _check_feature_maps(self)
@@ -215,8 +223,12 @@ class SSD:
         self._head_caches = caches if keep_cache else None
         return loc, conf
 
-    def backward(self, dloc, dconf):
-        """dloc (N, P, 4), dconf (N, P, C) -> dx (N, 3, S, S); fills self.grads (overwrites)."""
+    def backward(self, dloc, dconf, need_dx=True):
+        """dloc (N, P, 4), dconf (N, P, C) -> dx (N, 3, S, S); fills self.grads (overwrites).
+
+        need_dx=False skips the gradient of the images (training never uses it) and returns
+        None: the first conv, at full resolution, is spared its col2im.
+        """
         if self._head_caches is None:
             raise RuntimeError("SSD.backward: no forward cache; call forward(x) (with "
                                "keep_cache=True) right before backward")
@@ -234,7 +246,7 @@ class SSD:
             if i == self.l2norm_index:
                 # source 0 = L2Norm(h_i); h_i also feeds layer i + 1
                 dh = dh + self.L2Norm.backward(dsources[0])
-            dh = self.vgg[i].backward(dh)
+            dh = self.vgg[i].backward(dh) if i else self.vgg[0].backward(dh, need_dx)
         return dh
 
     def _heads_backward(self, dloc, dconf):

@@ -35,19 +35,22 @@ import numpy as np
 
 from . import backend
 from .config import SSDConfig, TORCHVISION_PREPROCESS, CAFFE_PREPROCESS, get_config
-from .optim import SGD, learning_rate
+from .optim import SGD, Adam, learning_rate
 
-# Defaults per setting. TINY_SYNTHETIC is tuned so that a plain `python -m minissd.train`
-# reaches VOC07 mAP >= 0.9 on the synthetic validation split in well under 10 minutes on two
-# CPU cores (tiny() in config.py says why the network looks the way it does). VOC_RECIPE is
+# Defaults per setting. TINY_SYNTHETIC is what a plain `python -m minissd.train` runs: sized to
+# finish within 10 minutes on two CPU cores (tiny() in config.py says why the network looks the
+# way it does); the goal is VOC07 mAP >= 0.9 on the synthetic validation split. VOC_RECIPE is
 # the paper's SSD300 schedule.
-# NOT YET MET: on a busy 2-core machine both tried settings stayed on the loss plateau
-# (~6.4, VOC07 mAP < 0.01): lr 0.05 (1475 steps) left most deep ReLU channels dead; lr 0.01 with
-# warm-up 200 and clipping keeps more of them alive but was still on the plateau at step 625.
-TINY_SYNTHETIC = dict(batch_size=16, iters=2000, lr=0.01, warmup=200, milestones=(1400, 1800),
-                      eval_every=500, log_every=25, ckpt_every=250, augment="light",
+# Measured (2 cores, synthetic set cached): 9 min 4 s, VOC07 mAP 0.820 (VOC10 0.861) at step
+# 2200 -- short of the 0.90 goal; small objects (< 10% of the side) are found at 59% recall.
+# The tiny net trains from scratch: batch norm and Adam are what get it off the plateau where
+# plain SGD without batch norm left it (mAP < 0.01 after 1500 steps).
+TINY_SYNTHETIC = dict(batch_size=8, iters=2200, lr=2e-3, warmup=50, milestones=(1650, 2000),
+                      optimizer="adam",
+                      eval_every=550, log_every=25, ckpt_every=200, augment="light",
                       num_train=2000, num_val=300, clip_norm=10.0)
 VOC_RECIPE = dict(batch_size=32, iters=120000, lr=1e-3, warmup=500, milestones=(80000, 100000),
+                  optimizer="sgd",
                   eval_every=10000, log_every=50, ckpt_every=5000, augment="full",
                   num_train=None, num_val=None, clip_norm=None)
 OTHER = dict(VOC_RECIPE, num_train=2000, num_val=300)
@@ -81,6 +84,9 @@ def build_parser():
     a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
     a("--milestones", type=_int_list, metavar="S1,S2",
       help="steps at which the learning rate is multiplied by 0.1 (setting: 80000,100000 VOC).")
+    a("--optimizer", choices=("sgd", "adam"), help="sgd: SGD with momentum, the SSD recipe; "
+      "adam: Adam, which trains the tiny config from scratch much faster (setting: adam tiny, "
+      "sgd VOC).")
     a("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9).")
     a("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4).")
     a("--clip-norm", type=float, help="clip the global gradient norm to this value "
@@ -127,7 +133,8 @@ def resolve_settings(args) -> dict:
     else:
         base = OTHER
     s = dict(base)
-    for key in ("batch_size", "iters", "lr", "warmup", "milestones", "eval_every", "log_every",
+    for key in ("batch_size", "iters", "lr", "optimizer", "warmup", "milestones", "eval_every",
+                "log_every",
                 "ckpt_every", "num_train", "num_val", "augment", "clip_norm"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
@@ -258,7 +265,7 @@ def forward_backward(model, priors, batch, config):
     loc_t, conf_t = match_batch(boxes, labels, priors, variances=config.variances)
     loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
     dloc, dconf = multibox_loss_backward(cache)
-    model.backward(dloc, dconf)
+    model.backward(dloc, dconf, need_dx=False)
     return loss, parts["loc"], parts["conf"]
 
 
@@ -340,12 +347,14 @@ def run(args, settings):
     os.makedirs(out, exist_ok=True)
 
     model = build_model(config, s["seed"])
-    opt = SGD(s["momentum"], s["weight_decay"], s["clip_norm"])
+    if s.get("optimizer", "sgd") == "adam":
+        opt = Adam(weight_decay=s["weight_decay"], clip_norm=s["clip_norm"])
+    else:
+        opt = SGD(s["momentum"], s["weight_decay"], s["clip_norm"])
     if resume_meta:
         model.load_state_dict(arrays)
-        opt.load_state_dict(resume_meta.get("optim_state", {"momentum": s["momentum"],
-                                                            "weight_decay": s["weight_decay"]}),
-                            like=dict(model.params()))
+        if "optim_state" in resume_meta:
+            opt.load_state_dict(resume_meta["optim_state"], like=dict(model.params()))
     elif s["pretrained_vgg"]:
         config.preprocess = load_pretrained_vgg(model, config, s["pretrained_vgg"])
     from .priors import default_boxes

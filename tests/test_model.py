@@ -60,7 +60,7 @@ def test_ssd300_forward_shapes(xp):
     assert bool(xp.isfinite(loc).all()) and bool(xp.isfinite(conf).all())
 
 
-@pytest.mark.parametrize("make, boxes", [(ssd300, 8732), (ssd512, 24564), (tiny, 1524)])
+@pytest.mark.parametrize("make, boxes", [(ssd300, 8732), (ssd512, 24564), (tiny, 5620)])
 def test_full_topology_shapes(make, boxes, xp):
     """The real layer list at the real image size, with narrow channels (cheap on the CPU)."""
     cfg = make()
@@ -75,7 +75,7 @@ def test_tiny_config_builds_with_its_channels(xp):
     model = SSD(tiny(), rng=1)
     x = xp.asarray(np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32))
     loc, conf = model.forward(x)
-    assert loc.shape == (2, 1524, 4) and conf.shape == (2, 1524, 7)
+    assert loc.shape == (2, 5620, 4) and conf.shape == (2, 5620, 7)    # 32*32*4 + 16*16*4 + 8*8*6 + 4*4*6 + 2*2*4 + 4
 
 
 def test_head_layout_matches_nhwc_flattening(rng):
@@ -242,3 +242,17 @@ def test_cuda_matches_cpu(rng):
     dx_c = cpu.backward(loc_c, conf_c)
     dx_g = gpu.backward(loc_g, conf_g)
     np.testing.assert_allclose(backend.to_numpy(dx_g), dx_c, rtol=1e-3, atol=1e-4)
+
+
+def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng):
+    from minissd.config import tiny
+    model = SSD(tiny(), rng=0)
+    x = rng.normal(size=(2, 3, 128, 128)).astype(np.float32)
+    loc, conf = model.forward(x)
+    dloc, dconf = rng.normal(size=loc.shape).astype(np.float32), rng.normal(size=conf.shape).astype(np.float32)
+    assert model.backward(dloc, dconf).shape == x.shape
+    full = {k: v.copy() for k, v in model.grads.items()}
+    model.forward(x)
+    assert model.backward(dloc, dconf, need_dx=False) is None
+    for k, v in model.grads.items():
+        np.testing.assert_array_equal(v, full[k])

@@ -148,14 +148,16 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1):
     return y, ConvCache(x.shape, cols, w, stride, padding, dilation, (ho, wo))
 
 
-def conv2d_backward(dy, cache: ConvCache):
+def conv2d_backward(dy, cache: ConvCache, need_dx=True):
     """Gradients of conv2d_forward.
 
     Inputs:
         dy: (N, F, Ho, Wo) upstream gradient
         cache: ConvCache from conv2d_forward
+        need_dx: False skips dx (None is returned), e.g. for a network's first layer in
+                 training, where nobody uses the gradient of the image
     Returns:
-        dx: (N, C, H, W); dw: (F, C, KH, KW); db: (F,)
+        dx: (N, C, H, W) or None; dw: (F, C, KH, KW); db: (F,)
     """
     xp = get_array_module(dy)
     n, c, h, wd = cache.x_shape
@@ -173,6 +175,8 @@ def conv2d_backward(dy, cache: ConvCache):
     for i in range(1, n):
         dw_t += cols[i] @ dy_mat[i].T
     dw = dw_t.T                                                       # (F, K)
+    if not need_dx:
+        return None, xp.ascontiguousarray(dw).reshape(w.shape), db
     dcols = xp.matmul(w.reshape(f, -1).T, dy_mat)                     # (N, K, Ho*Wo)
     # cols = im2col(x)
     if _is_pointwise(w, cache.stride, cache.padding):
