@@ -77,18 +77,23 @@ def build_parser():
       help="network configuration from minissd/config.py (default: tiny).")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
-    a("--batch-size", type=int, help="images per step (setting: 16 tiny, 32 VOC).")
-    a("--iters", type=int, help="training steps in total (setting: 2000 tiny, 120000 VOC). "
+    a("--batch-size", type=int, help=f"images per step (setting: {TINY_SYNTHETIC['batch_size']} tiny, "
+           f"{VOC_RECIPE['batch_size']} VOC).")
+    a("--iters", type=int, help=f"training steps in total (setting: {TINY_SYNTHETIC['iters']} tiny, "
+      f"{VOC_RECIPE['iters']} VOC). "
       "When only this is given, the warm-up and milestones scale with it.")
-    a("--lr", type=float, help="base learning rate after warm-up (setting: 0.01 tiny, 1e-3 VOC).")
+    a("--lr", type=float, help=f"base learning rate after warm-up (setting: {TINY_SYNTHETIC['lr']:g} tiny, "
+                                   f"{VOC_RECIPE['lr']:g} VOC).")
     a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
     a("--milestones", type=_int_list, metavar="S1,S2",
-      help="steps at which the learning rate is multiplied by 0.1 (setting: 80000,100000 VOC).")
+      help="steps at which the learning rate is multiplied by 0.1 (setting: "
+      + ",".join(map(str, TINY_SYNTHETIC["milestones"])) + " tiny, "
+      + ",".join(map(str, VOC_RECIPE["milestones"])) + " VOC).")
     a("--optimizer", choices=("sgd", "adam"), help="sgd: SGD with momentum, the SSD recipe; "
       "adam: Adam, which trains the tiny config from scratch much faster (setting: adam tiny, "
       "sgd VOC).")
     a("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9).")
-    a("--weight-decay", type=float, default=5e-4, help="SGD weight decay (default 5e-4).")
+    a("--weight-decay", type=float, default=5e-4, help="weight decay, SGD and Adam (default 5e-4).")
     a("--clip-norm", type=float, help="clip the global gradient norm to this value "
       "(setting: 10 tiny, off VOC).")
     a("--out", metavar="DIR", help="output folder (default runs/<config>-<data>-<time>; with "
