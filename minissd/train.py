@@ -115,6 +115,10 @@ def build_parser():
       "(photometric, expand up to 4x, crop, flip); light: expand up to 1.5x, crop, flip; "
       "none: resize only (setting: light tiny, full VOC).")
     a("--val-limit", type=int, help="evaluate on at most this many validation images (all).")
+    a("--threads", type=int, help="CPU only: split each batch over this many threads, each "
+      "running the network on its slice (minissd/parallel.py); NumPy runs most of a step on "
+      "one core, so 2 threads train about 1.4x faster on 2 cores. Batch norm then uses each "
+      "slice's statistics (default 2 on the CPU; always 1 on the GPU).")
     a("--workers", type=int, default=2, help="threads preparing batches ahead of the "
       "training step (default 2).")
     a("--no-progress", action="store_true", help="print log lines instead of a progress bar.")
@@ -150,6 +154,9 @@ def resolve_settings(args) -> dict:
         if args.warmup is None:
             s["warmup"] = int(round(base["warmup"] * f))
     s["milestones"] = tuple(s["milestones"])
+    s["threads"] = args.threads if args.threads is not None else 2
+    if s["threads"] < 1:
+        raise SystemExit("minissd.train: --threads must be at least 1")
     s.update(config=args.config, seed=args.seed, momentum=args.momentum,
              weight_decay=args.weight_decay,
              voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
@@ -362,6 +369,10 @@ def run(args, settings):
             opt.load_state_dict(resume_meta["optim_state"], like=dict(model.params()))
     elif s["pretrained_vgg"]:
         config.preprocess = load_pretrained_vgg(model, config, s["pretrained_vgg"])
+    net = model
+    if device == "cpu" and s.get("threads", 1) > 1:
+        from .parallel import ThreadedSSD
+        net = ThreadedSSD(model, s["threads"])      # replicas share the model's parameters
     from .priors import default_boxes
     priors = backend.xp().asarray(default_boxes(config))
     loader = make_loader(CachedDataset(train_ds) if spec["kind"] == "synthetic" else train_ds,
@@ -391,9 +402,11 @@ def run(args, settings):
                 lr = learning_rate(step, s["lr"], s["warmup"], s["milestones"])
                 x = backend.to_device(images) if on_gpu else images
                 batch = (x, [b for b, _ in targets], [l for _, l in targets])
-                loss, loc_l, conf_l = forward_backward(model, priors, batch, config)
+                loss, loc_l, conf_l = forward_backward(net, priors, batch, config)
                 updating = True
-                opt.step(model.params(), model.grads, lr)
+                opt.step(model.params(), net.grads, lr)
+                if net is not model:
+                    net.sync_buffers()              # average the replicas' batch-norm stats
                 updating, completed = False, step + 1
                 done = completed
                 parts = backend.get_array_module(loss).stack([loss, loc_l, conf_l])
@@ -457,6 +470,9 @@ def run(args, settings):
               f"(now {s['lr']}), lengthen --warmup or set --clip-norm, then start again or "
               f"--resume that checkpoint.", file=sys.stderr)
         return 3
+    finally:
+        if net is not model:
+            net.close()
     if bar is not None:
         bar.close()
     log.close()

@@ -7,7 +7,7 @@ import pytest
 from minissd.config import CAFFE_PREPROCESS, TORCHVISION_PREPROCESS
 from minissd.data.augment import (Resize, SSDAugmentation, adjust_hue, adjust_saturation,
                                   crop_boxes, crop_satisfies, pixel_mean, preprocess,
-                                  sample_crop)
+                                  sample_crop, snap_crops)
 from minissd.boxes import iou
 
 COLOURS = {1: (250, 0, 0), 2: (0, 250, 0), 3: (0, 0, 250)}
@@ -112,6 +112,19 @@ def test_crop_sampler_shapes():
         w, h = crop[2] - crop[0], crop[3] - crop[1]
         assert 0 <= crop[0] and crop[2] <= 1 + 1e-9 and 0 <= crop[1] and crop[3] <= 1 + 1e-9
         assert w >= 0.09 - 1e-9 and h >= 0.09 - 1e-9 and 0.25 - 1e-9 <= w / h <= 4 + 1e-9
+
+
+def test_crops_are_tested_as_cut_whole_pixels():
+    """On a coarse canvas the crop that is cut is the pixel-snapped one, so that is the crop
+    the IoU constraint is checked on (an unsnapped crop could pass and its window fail)."""
+    np.testing.assert_allclose(snap_crops(np.array([[0.05, 0.34, 0.26, 0.35]]), (10, 5)),
+                               [[0.0, 0.2, 0.2, 0.4]])        # floor; at least one pixel high
+    boxes = np.array([[0.40, 0.40, 0.55, 0.60]])
+    for seed in range(100):
+        crop = sample_crop(boxes, np.random.default_rng(seed), (9, 7))
+        px = crop * np.array([9, 7, 9, 7])
+        np.testing.assert_allclose(px, np.round(px), atol=1e-9)
+        assert px[2] > px[0] and px[3] > px[1]
 
 
 def test_crop_boxes_keeps_centres_inside_and_clips():

@@ -69,6 +69,26 @@ def test_fused_relu_equals_conv_then_relu(xp, rng):
     assert rel_error(fused.grads["weight"], net.grads["0.weight"]) == 0.0
 
 
+@pytest.mark.parametrize("make", [lambda: MaxPool2d(2, 2, ceil_mode=True),
+                                  lambda: MaxPool2d(3, 1, padding=1),
+                                  lambda: ReLU(),
+                                  lambda: L2Norm(4, dtype=np.float64)],
+                         ids=["pool-ceil", "pool5", "relu", "l2norm"])
+def test_single_layer_gradcheck(xp, rng, make):
+    """Each parameter-free or scale-only layer on its own, to the 1e-6 of the ops tests."""
+    layer = make()
+    # distinct values away from 0: no pooling ties, no ReLU kinks under the +-1e-5 steps
+    x = xp.asarray((rng.permutation(2 * 4 * 7 * 7).reshape(2, 4, 7, 7) - 97.5) * 0.01)
+    if layer.params:
+        layer.params["weight"][:] = xp.asarray(rng.uniform(0.5, 2.0, 4))
+    y = layer.forward(x)
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    dx = layer.backward(dy)
+    grads = dict(layer.grads, x=dx)
+    errs = check_gradients(lambda: layer.forward(x), dict(layer.params, x=x), grads, dy)
+    assert max(errs.values()) < 1e-6, errs
+
+
 def test_sequential_vgg_like_stack_gradcheck(xp, rng):
     f64 = np.float64
     net = Sequential(

@@ -1,8 +1,9 @@
 """Run every notebook top to bottom (nbclient, kernel python3) and fail on any error.
 
-Each notebook runs in its own temporary working directory with MPLBACKEND=Agg (figures are
-drawn but never shown) and TMPDIR pointing there, so nothing is written into the repository
-and the generated data sets are removed with pytest's tmp_path. The notebooks' own assert
+Each notebook runs in its own temporary working directory with TMPDIR pointing there, so
+nothing is written into the repository and the generated data sets are removed with pytest's
+tmp_path. Figures go through the kernel's inline backend, as in Jupyter, and every notebook
+must show at least one picture (an image/png output): each stage has one. The notebooks' own assert
 cells are the checks: an AssertionError in a cell fails the test with the cell's source.
 Notebooks are committed with outputs cleared; that is checked too.
 """
@@ -51,7 +52,7 @@ def test_committed_without_outputs(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")          # inherited by the kernel
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend, as in Jupyter
     monkeypatch.setenv("TMPDIR", str(tmp_path))      # the notebooks' tempfile folders go here
     nb = _read(name)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
@@ -63,3 +64,6 @@ def test_notebook_runs(name, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
+    pictures = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if "image/png" in o.get("data", {})]
+    assert pictures, f"notebooks/{name}.ipynb ran but showed no picture"

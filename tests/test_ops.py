@@ -113,7 +113,7 @@ def test_conv_shape_errors_name_the_problem(xp):
 # ----------------------------------------------------------------------------- max pooling
 # (N, C, H, W, kernel, stride, padding, ceil_mode)
 POOL_CASES = [
-    (2, 3, 8, 6, 2, 2, 0, False),     # the reshape fast path
+    (2, 3, 8, 6, 2, 2, 0, False),     # the usual 2x2/2 pool, no padding copy
     (1, 2, 7, 7, 2, 2, 0, True),      # ceil mode: 7 -> 4, last window hangs over the edge
     (2, 2, 7, 9, 3, 1, 1, False),     # pool5: 3x3 stride 1 pad 1
     (1, 2, 8, 7, 3, 2, 1, True),      # padding and ceil mode together
@@ -155,6 +155,18 @@ def test_pool_ceil_75_to_38_forward(xp, rng):
     np.testing.assert_array_equal(_np(y)[:, :, -1, :37], _np(x)[:, :, 74, 0:74].reshape(1, 2, 37, 2).max(-1))
     dx = maxpool2d_backward(xp.ones_like(y), cache)
     assert dx.shape == x.shape and float(dx.sum()) == 38 * 38 * 2
+
+
+def test_pool_ceil_75_to_38_gradcheck(xp, rng):
+    """SSD300's pool3 at its real size, every input coordinate checked numerically: the
+    overhanging last row and column of windows (one input row/column each) included."""
+    x = xp.asarray(rng.permutation(75 * 75).reshape(1, 1, 75, 75) * 1e-3)  # no ties, gaps >> h
+    y, cache = maxpool2d_forward(x, 2, 2, 0, ceil_mode=True)
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    dx = maxpool2d_backward(dy, cache)
+    errs = check_gradients(lambda: maxpool2d_forward(x, 2, 2, 0, True)[0], {"x": x}, {"x": dx}, dy)
+    assert errs["x"] < 1e-6
+    assert float(xp.abs(dx[0, 0, 74]).sum()) > 0 and float(xp.abs(dx[0, 0, :, 74]).sum()) > 0
 
 
 def test_pool_known_answer(xp):

@@ -158,6 +158,10 @@ def _bad(folder, image_id, image, objects, **kw):
     ("inverted", [("circle", (8, 1, 3, 5), False)], {}, "inverted box"),
     ("zero", [("circle", (3, 1, 3, 5), False)], {}, "zero-size box"),
     ("outside", [("circle", (30, 30, 40, 40), False)], {}, "entirely outside"),
+    # a difficult object is checked like any other before the default reader drops it
+    ("difficult_no_bndbox", [("circle", (1, 1, 5, 5), False), ("circle", None, True)], {},
+     "no <bndbox>"),
+    ("difficult_inverted", [("circle", (8, 1, 3, 5), True)], {}, "inverted box"),
 ])
 def test_bad_annotations_name_the_file(folder, case, objects, kw, message):
     ds = _bad(folder, case, Image.new("RGB", (20, 10)), objects, **kw)

@@ -169,10 +169,23 @@ def _iou_one_to_many(crops, boxes):
     return inter / np.maximum(area_c[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def sample_crop(boxes, rng):
+def snap_crops(crops, canvas_wh):
+    """Crops (T, 4) snapped down to whole pixels of a (cw, ch) canvas, at least one pixel
+    wide and high: the windows that are really cut out. canvas_wh None: unchanged."""
+    if canvas_wh is None:
+        return crops
+    scale = np.array([canvas_wh[0], canvas_wh[1]] * 2, np.float64)
+    px = np.floor(crops * scale)                                            # (T, 4) pixels
+    px[:, 2:] = np.maximum(px[:, 2:], px[:, :2] + 1)
+    return px / scale
+
+
+def sample_crop(boxes, rng, canvas_wh=None):
     """Caffe's batch sampler: one crop (4,) in normalised coordinates of the image.
 
     boxes: (G, 4) normalised corners of the (expanded) image
+    canvas_wh: (width, height) in pixels; the crops are snapped to whole pixels BEFORE the
+               IoU test, so the window actually cut out meets the constraint
     Each constrained sampler draws CROP_TRIALS crops at once and keeps its first success.
     """
     found = [np.array([0.0, 0.0, 1.0, 1.0])]           # the "whole image" sampler
@@ -182,7 +195,7 @@ def sample_crop(boxes, rng):
         w = np.minimum(side * np.sqrt(aspect), 1.0)     # <= 1 but for rounding
         h = np.minimum(side / np.sqrt(aspect), 1.0)
         x0, y0 = rng.random(CROP_TRIALS) * (1 - w), rng.random(CROP_TRIALS) * (1 - h)
-        crops = np.stack([x0, y0, x0 + w, y0 + h], 1)                       # (T, 4)
+        crops = snap_crops(np.stack([x0, y0, x0 + w, y0 + h], 1), canvas_wh)  # (T, 4)
         if min_iou is None:                             # no constraint: the first trial
             found.append(crops[0])
             continue
@@ -275,11 +288,8 @@ class SSDAugmentation:
         # Crop, snapped to whole canvas pixels (at least one pixel).
         window = (0, 0, cw, ch)
         if self.crop:
-            c = sample_crop(boxes, rng)
-            x0, y0 = int(c[0] * cw), int(c[1] * ch)
-            x1, y1 = max(int(c[2] * cw), x0 + 1), max(int(c[3] * ch), y0 + 1)
-            window = (x0, y0, x1, y1)
-            crop = np.array([x0 / cw, y0 / ch, x1 / cw, y1 / ch])
+            crop = sample_crop(boxes, rng, (cw, ch))                        # pixel-aligned
+            window = tuple(int(v) for v in np.round(crop * np.array([cw, ch, cw, ch])))
             boxes, labels = crop_boxes(boxes, labels, crop)
         image = _render_window(image, (ch, cw), (left, top), window, self.fill)
 

@@ -235,9 +235,11 @@ def generate(out_dir, num_train=2000, num_val=500, image_size=160, seed=0, progr
 
 # ----------------------------------------------------------------------------- cache
 def cache_dir() -> str:
-    """$MINISSD_CACHE, else ~/.cache/minissd."""
-    return os.environ.get("MINISSD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                           "minissd")
+    """$MINISSD_CACHE, else $XDG_CACHE_HOME/minissd, else ~/.cache/minissd."""
+    if os.environ.get("MINISSD_CACHE"):
+        return os.environ["MINISSD_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "minissd")
 
 
 def default_root(num_train=2000, num_val=500, image_size=160, seed=0) -> str:

@@ -198,8 +198,6 @@ class VOCDataset:
                     f"{path}: object {k} has unknown class {name!r}; known classes are "
                     f"{', '.join(self.class_names)}. Add it to labels.txt or pass classes=")
             is_difficult = (obj.findtext("difficult") or "0").strip() == "1"
-            if is_difficult and not self.keep_difficult:
-                continue
             if obj.find("bndbox") is None:
                 raise DataError(f"{path}: object {k} ({name}) has no <bndbox>; add "
                                 "<bndbox><xmin>..</xmin><ymin>..</ymin><xmax>..</xmax>"
@@ -211,6 +209,8 @@ class VOCDataset:
                 raise DataError(f"{path}: object {k} ({name}) has an {kind} box "
                                 f"xmin={x0:g} ymin={y0:g} xmax={x1:g} ymax={y1:g}; "
                                 "xmax must exceed xmin and ymax exceed ymin")
+            if is_difficult and not self.keep_difficult:
+                continue                # checked like every object, then dropped
             if x0 < 1 or y0 < 1 or x1 > width or y1 > height:
                 clipped = True
             boxes.append(((x0 - 1) / width, (y0 - 1) / height, (x1 - 1) / width,

@@ -21,7 +21,9 @@ def relu_forward(x):
     """
     xp = get_array_module(x)
     positive = x > 0
-    y = xp.where(positive, x, xp.zeros((), dtype=x.dtype))
+    # max(x, 0) rather than where(positive, x, 0): the same values, and on the CPU several
+    # times faster (np.where branches on every element of a random mask)
+    y = xp.maximum(x, xp.zeros((), dtype=x.dtype))
     return y, ReLUCache(positive)
 
 
@@ -31,7 +33,7 @@ def relu_backward(dy, cache: ReLUCache):
     Inputs:  dy: upstream gradient, shape of x; cache: from relu_forward
     Returns: dx: shape and dtype of dy
     """
-    xp = get_array_module(dy)
-    # y = max(x, 0)
-    dx = xp.where(cache.positive, dy, xp.zeros((), dtype=dy.dtype))
+    # y = max(x, 0): dy passes where x > 0. Multiplying by the mask (True = 1, False = 0) is
+    # the branch-free form of where(positive, dy, 0).
+    dx = dy * cache.positive
     return dx

@@ -51,7 +51,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
         var = running_var
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     xhat = centred * inv_std[None, :, None, None]                       # (N, C, H, W)
-    y = xhat * gamma[None, :, None, None] + beta[None, :, None, None]
+    y = xhat * gamma[None, :, None, None]
+    y += beta[None, :, None, None]
     return y, BatchNormCache(xhat, inv_std, gamma, training)
 
 
@@ -61,14 +62,20 @@ def batchnorm2d_backward(dy, cache: BatchNormCache):
     # y = xhat * gamma + beta
     dbeta = dy.sum(axis=(0, 2, 3))                                      # (C,)
     dgamma = (dy * xhat).sum(axis=(0, 2, 3))                            # (C,)
-    dxhat = dy * gamma[None, :, None, None]                             # (N, C, H, W)
+    # xhat = ...;  dxhat = dy * gamma
     if not cache.training:
         # xhat = (x - running_mean) * inv_std, the statistics being constants
-        return dxhat * inv_std[None, :, None, None], dgamma, dbeta
+        return dy * (gamma * inv_std)[None, :, None, None], dgamma, dbeta
     # xhat = (x - mean(x)) * inv_std(x): the mean and the variance depend on every x of the
-    # channel, which gives the two correction terms (each a mean over N, H, W):
+    # channel, which gives the two correction terms (each a mean over the M = N*H*W values):
     #   dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    mean_dxhat = dxhat.mean(axis=(0, 2, 3))[None, :, None, None]
-    mean_dxhat_xhat = (dxhat * xhat).mean(axis=(0, 2, 3))[None, :, None, None]
-    dx = (dxhat - mean_dxhat - xhat * mean_dxhat_xhat) * inv_std[None, :, None, None]
+    # With dxhat = gamma * dy the two means are already known: mean(dxhat) = gamma * dbeta / M
+    # and mean(dxhat * xhat) = gamma * dgamma / M, so
+    #   dx = gamma * inv_std * (dy - dbeta / M - xhat * dgamma / M)
+    # (two fewer passes over the activations than computing the means again).
+    m = dy.size // dy.shape[1]
+    dx = xhat * (-dgamma / m)[None, :, None, None]
+    dx += dy
+    dx -= (dbeta / m)[None, :, None, None]
+    dx *= (gamma * inv_std)[None, :, None, None]
     return dx, dgamma, dbeta

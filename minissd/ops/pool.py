@@ -16,12 +16,18 @@ hang over the right edge; the missing cells are -inf too.
 Backward: each output's gradient goes to the FIRST maximum of its window (row-major order
 inside the window), as PyTorch's CPU kernel does; ties never split the gradient.
 
-Fast paths:
-  * kernel == stride, no padding, sizes divisible (the usual 2x2/2 pool): the windows are a
-    reshape (N, C, Ho, k, Wo, k) of the input itself; no padding copy.
-  * otherwise: a strided window view (N, C, Ho, Wo, k, k) of the -inf padded input.
-Both then take one argmax over the k*k window (argmax returns the first maximum) and the
-backward adds dy back with k*k strided slice-adds (no scatter-add).
+How, in two steps:
+  1. a VIEW of the windows, W (N, C, Ho, k, Wo, k) with W[n, c, i, u, j, v] = xpad[n, c,
+     i*s + u, j*s + v]. Fast path: kernel == stride, no padding, sizes divisible (the usual
+     2x2/2 pool): W is a reshape of x itself, no padding copy. Otherwise W is a strided window
+     view of the input padded with -inf.
+  2. forward walks the k*k taps W[:, :, :, u, :, v] (each (N, C, Ho, Wo)) in row-major order,
+     keeping the running max and the index u*k + v of the tap that holds it; a later tap wins
+     only when STRICTLY larger, so ties keep the first maximum. Backward adds dy back through
+     the same taps of a window view of dx, masked by "this tap won" (no scatter-add).
+Every step is an element-wise pass over output-sized arrays: no window copy, no argmax over a
+short last axis, no data-dependent branch (masks multiply: np.where on a random mask is
+several times slower on the CPU).
 """
 from __future__ import annotations
 
@@ -58,23 +64,32 @@ def _check(x, kernel, stride, padding):
                          f"{kernel} (PyTorch's rule); lower the padding")
 
 
-def _windows(x, kernel, stride, padding, ho, wo):
-    """(N, C, Ho, Wo, k*k) copy of every pooling window, and the padded size (Hp, Wp)."""
-    xp = get_array_module(x)
-    n, c, h, w = x.shape
-    k = kernel
-    if k == stride and padding == 0 and h == ho * k and w == wo * k:
-        win = x.reshape(n, c, ho, k, wo, k).transpose(0, 1, 2, 4, 3, 5)   # (N, C, Ho, Wo, k, k)
-        return win.reshape(n, c, ho, wo, k * k), (h, w)                   # (N, C, Ho, Wo, k*k)
-    hp = max(h + 2 * padding, (ho - 1) * stride + k)       # room for the ceil-mode overhang
-    wp = max(w + 2 * padding, (wo - 1) * stride + k)
-    xpad = xp.full((n, c, hp, wp), -xp.inf, dtype=x.dtype)
-    xpad[:, :, padding:padding + h, padding:padding + w] = x
-    sn, sc, sh, sw = xpad.strides
-    win = xp.lib.stride_tricks.as_strided(
-        xpad, shape=(n, c, ho, wo, k, k),
-        strides=(sn, sc, sh * stride, sw * stride, sh, sw))               # (N, C, Ho, Wo, k, k)
-    return win.reshape(n, c, ho, wo, k * k), (hp, wp)                     # (N, C, Ho, Wo, k*k)
+def _window_view(a, kernel, stride, out_hw, padded_hw, padding=0, fill=None):
+    """W (N, C, Ho, k, Wo, k), W[n, c, i, u, j, v] = apad[n, c, i*s + u, j*s + v], and apad.
+
+    apad is `a` padded to padded_hw with `fill` (a itself when no padding is needed, which
+    makes the kernel == stride case a plain reshape). Writing through a tap W[..., u, :, v]
+    writes into apad.
+    """
+    xp = get_array_module(a)
+    n, c, h, w = a.shape
+    (ho, wo), (hp, wp), k, s = out_hw, padded_hw, kernel, stride
+    if (hp, wp) == (h, w) and k == s and h == ho * k and w == wo * k:
+        return a.reshape(n, c, ho, k, wo, k), a                     # reshape fast path
+    apad = a
+    if (hp, wp) != (h, w):
+        apad = xp.full((n, c, hp, wp), fill, dtype=a.dtype)
+        apad[:, :, padding:padding + h, padding:padding + w] = a
+    sn, sc, sh, sw = apad.strides
+    view = xp.lib.stride_tricks.as_strided(
+        apad, shape=(n, c, ho, k, wo, k), strides=(sn, sc, sh * s, sh, sw * s, sw))
+    return view, apad
+
+
+def _padded_hw(h, w, kernel, stride, padding, ho, wo):
+    """(Hp, Wp): the input plus padding, with room for the ceil-mode overhang."""
+    return (max(h + 2 * padding, (ho - 1) * stride + kernel),
+            max(w + 2 * padding, (wo - 1) * stride + kernel))
 
 
 def maxpool2d_forward(x, kernel, stride, padding=0, ceil_mode=False):
@@ -91,14 +106,21 @@ def maxpool2d_forward(x, kernel, stride, padding=0, ceil_mode=False):
     xp = get_array_module(x)
     _check(x, kernel, stride, padding)
     n, c, h, w = x.shape
-    ho = pool_output_size(h, kernel, stride, padding, ceil_mode)
-    wo = pool_output_size(w, kernel, stride, padding, ceil_mode)
-    win, padded_hw = _windows(x, kernel, stride, padding, ho, wo)      # (N, C, Ho, Wo, k*k)
-    argmax = win.argmax(axis=-1)                                        # (N, C, Ho, Wo) first max
-    y = xp.take_along_axis(win, argmax[..., None], axis=-1)[..., 0]     # (N, C, Ho, Wo)
-    if kernel * kernel <= 256:
-        argmax = argmax.astype(xp.uint8)                                # small cache
-    return y, PoolCache(x.shape, argmax, kernel, stride, padding, padded_hw)
+    k, s = kernel, stride
+    ho = pool_output_size(h, k, s, padding, ceil_mode)
+    wo = pool_output_size(w, k, s, padding, ceil_mode)
+    padded_hw = _padded_hw(h, w, k, s, padding, ho, wo)
+    win, _ = _window_view(x, k, s, (ho, wo), padded_hw, padding, -xp.inf)  # (N, C, Ho, k, Wo, k)
+    index_type = xp.uint8 if k * k <= 256 else xp.int32
+    y = win[:, :, :, 0, :, 0].copy()                                # running max (N, C, Ho, Wo)
+    argmax = xp.zeros(y.shape, dtype=index_type)                    # its tap, u*k + v
+    for t in range(1, k * k):
+        tap = win[:, :, :, t // k, :, t % k]                        # (N, C, Ho, Wo) view
+        # argmax = t where tap > y (strictly: a tie keeps the earlier tap), else unchanged
+        wins = tap > y
+        argmax += wins.astype(index_type) * (t - argmax)            # no branch on the mask
+        xp.maximum(y, tap, out=y)
+    return y, PoolCache(x.shape, argmax, k, s, padding, padded_hw)
 
 
 def maxpool2d_backward(dy, cache: PoolCache):
@@ -112,14 +134,12 @@ def maxpool2d_backward(dy, cache: PoolCache):
     k, s, p = cache.kernel, cache.stride, cache.padding
     ho, wo = dy.shape[2:]
     hp, wp = cache.padded_hw
-    zero = xp.zeros((), dtype=dy.dtype)
-    dxpad = xp.zeros((n, c, hp, wp), dtype=dy.dtype)
-    for u in range(k):
-        for v in range(k):
-            # y = win[..., argmax]: the tap u*k+v receives dy where it was the max
-            dxpad[:, :, u:u + s * (ho - 1) + 1:s,
-                  v:v + s * (wo - 1) + 1:s] += xp.where(cache.argmax == u * k + v, dy, zero)
-    return dxpad[:, :, p:p + h, p:p + w]
+    dx = xp.zeros((n, c, h, w) if (hp, wp) == (h, w) else (n, c, hp, wp), dtype=dy.dtype)
+    dwin, _ = _window_view(dx, k, s, (ho, wo), (hp, wp))            # (N, C, Ho, k, Wo, k) view
+    for t in range(k * k):
+        # y = tap t where argmax == t: that tap receives dy there, nothing elsewhere
+        dwin[:, :, :, t // k, :, t % k] += dy * (cache.argmax == t)
+    return dx[:, :, p:p + h, p:p + w]
 
 
 class NaivePoolCache(NamedTuple):
