@@ -158,7 +158,7 @@ def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
         objects so much more slowly that it was behind per second of training (VOC07 mAP 0.44
         after 800 steps of 16 images, against 0.60 after 500 at 128 pixels).
       * a stride-4 first source (32x32, after conv3_2 here rather than after a third pool as
-        in SSD300) with 7.5- and 12-pixel boxes: a quarter of the synthetic objects are under
+        in SSD300) with 10- and 12.6-pixel boxes: a quarter of the synthetic objects are under
         10% of the side. With a stride-8 first source 59% of those had no default box at
         IoU >= 0.5 and got a single positive from the bipartite step; with stride 4, 9%.
       * batch_norm=True (conv-BN-ReLU, as ScratchDet): SSD's VGG base comes pretrained; trained
@@ -191,6 +191,7 @@ def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
         # ImageNet mean and std) rather than Caffe's BGR 0..255 minus mean.
         preprocess=dict(TORCHVISION_PREPROCESS),
     )
+
 
 CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny}
 

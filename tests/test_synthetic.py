@@ -78,3 +78,18 @@ def test_command_line(tmp_path, capsys):
                            "1", "--image-size", "40", "--seed", "5"]) == 0
     assert "3 train + 1 val" in capsys.readouterr().out
     assert len(VOCDataset(str(tmp_path / "cli"), splits=("train",))) == 3
+
+
+def test_box_is_the_visible_area_as_voc_asks():
+    """VOC guidelines: the box of the visible area, not the estimated total extent; truncated
+    when much of the object lies outside it."""
+    mask = np.zeros((10, 10), bool)
+    mask[2:8, 2:8] = True                            # a 6x6 square, pixels 2..7
+    seen = mask.copy()
+    seen[:, 5:] = False                              # a later shape hides columns 5..9
+    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 4, 7), True)
+    seen = mask.copy()
+    seen[7, 7] = False                               # one hidden corner: same box
+    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 7, 7), False)
+    seen[:] = False                                  # hidden entirely: the whole box is kept
+    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 7, 7), True)
