@@ -60,7 +60,6 @@ class ThreadedSSD:
             for mine, theirs in zip(replica._leaf_layers(), model._leaf_layers()):
                 mine.params = theirs.params                      # the same dict, same arrays
                 mine.buffers = {k: v.copy() for k, v in theirs.buffers.items()}
-                mine.training = theirs.training
             self.replicas.append(replica)
         self._pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
         self.threads_used = 1
@@ -89,7 +88,10 @@ class ThreadedSSD:
             return [f.result() for f in futures]
 
     def forward(self, x):
-        """x (N, 3, S, S) -> loc (N, P, 4), conf (N, P, C), as SSD.forward (training mode)."""
+        """x (N, 3, S, S) -> loc (N, P, 4), conf (N, P, C), as SSD.forward.
+
+        The replicas take the model's train/eval mode first (the model may have been
+        switched since the last call)."""
         for replica in self.replicas[1:]:
             for mine, theirs in zip(replica._leaf_layers(), self.model._leaf_layers()):
                 mine.training = theirs.training
@@ -122,13 +124,13 @@ class ThreadedSSD:
         """Average the replicas' BatchNorm running statistics into every replica."""
         if self.threads_used == 1:
             return
-        used = self.replicas[:self.threads_used]
+        used = self.threads_used                 # replicas that saw a slice this step
         layers = [list(r._leaf_layers()) for r in self.replicas]
         for i, main in enumerate(layers[0]):
-            for k, buf in main.buffers.items():
-                mean = sum(layers[r][i].buffers[k] for r in range(len(used))) / len(used)
-                for r in range(len(self.replicas)):
-                    layers[r][i].buffers[k][...] = mean
+            for k in main.buffers:
+                mean = sum(layers[r][i].buffers[k] for r in range(used)) / used
+                for replica_layers in layers:
+                    replica_layers[i].buffers[k][...] = mean
 
     def close(self):
         if self._pool is not None:

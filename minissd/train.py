@@ -80,18 +80,18 @@ def build_parser():
       help="network configuration from minissd/config.py (default: tiny).")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
-    a("--batch-size", type=int, help=f"images per step (setting: {TINY_SYNTHETIC['batch_size']} tiny, "
-           f"{VOC_RECIPE['batch_size']} VOC).")
-    a("--iters", type=int, help=f"training steps in total (setting: {TINY_SYNTHETIC['iters']} tiny, "
-      f"{VOC_RECIPE['iters']} VOC). "
-      "When only this is given, the warm-up and milestones scale with it.")
-    a("--lr", type=float, help=f"base learning rate after warm-up (setting: {TINY_SYNTHETIC['lr']:g} tiny, "
-                                   f"{VOC_RECIPE['lr']:g} VOC).")
+    tiny, voc = TINY_SYNTHETIC, VOC_RECIPE
+    a("--batch-size", type=int, help=f"images per step (setting: {tiny['batch_size']} tiny, "
+      f"{voc['batch_size']} VOC).")
+    a("--iters", type=int, help=f"training steps in total (setting: {tiny['iters']} tiny, "
+      f"{voc['iters']} VOC). When only this is given, the warm-up and milestones scale with it.")
+    a("--lr", type=float, help=f"base learning rate after warm-up (setting: {tiny['lr']:g} "
+      f"tiny, {voc['lr']:g} VOC).")
     a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
     a("--milestones", type=_int_list, metavar="S1,S2",
       help="steps at which the learning rate is multiplied by 0.1 (setting: "
-      + ",".join(map(str, TINY_SYNTHETIC["milestones"])) + " tiny, "
-      + ",".join(map(str, VOC_RECIPE["milestones"])) + " VOC).")
+      + ",".join(map(str, tiny["milestones"])) + " tiny, "
+      + ",".join(map(str, voc["milestones"])) + " VOC).")
     a("--optimizer", choices=("sgd", "adam"), help="sgd: SGD with momentum, the SSD recipe; "
       "adam: Adam, which trains the tiny config from scratch much faster (setting: adam tiny, "
       "sgd VOC).")
@@ -113,9 +113,9 @@ def build_parser():
     a("--log-every", type=int, help="write a metrics.jsonl line and refresh the progress "
       "bar's loss every this many steps (setting).")
     a("--num-train", type=int, help="synthetic set: number of training images "
-      f"({TINY_SYNTHETIC['num_train']} tiny, {OTHER['num_train']} otherwise).")
+      f"({tiny['num_train']} tiny, {OTHER['num_train']} otherwise).")
     a("--num-val", type=int, help="synthetic set: number of validation images "
-      f"({TINY_SYNTHETIC['num_val']}).")
+      f"({tiny['num_val']}).")
     a("--augment", choices=("full", "light", "flip", "none"), help="full: the SSD recipe "
       "(photometric, expand up to 4x, crop, flip); light: expand up to 1.5x, crop, flip; "
       "flip: horizontal flips only; none: resize only (setting: flip tiny, full VOC).")

@@ -75,7 +75,8 @@ def test_tiny_config_builds_with_its_channels(xp):
     model = SSD(tiny(), rng=1)
     x = xp.asarray(np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32))
     loc, conf = model.forward(x)
-    assert loc.shape == (2, 5620, 4) and conf.shape == (2, 5620, 7)    # 32*32*4 + 16*16*4 + 8*8*6 + 4*4*6 + 2*2*4 + 4
+    # 5620 = 32*32*4 + 16*16*4 + 8*8*6 + 4*4*6 + 2*2*4 + 1*1*4
+    assert loc.shape == (2, 5620, 4) and conf.shape == (2, 5620, 7)
 
 
 def test_head_layout_matches_nhwc_flattening(rng):

@@ -87,9 +87,11 @@ def test_box_is_the_visible_area_as_voc_asks():
     mask[2:8, 2:8] = True                            # a 6x6 square, pixels 2..7
     seen = mask.copy()
     seen[:, 5:] = False                              # a later shape hides columns 5..9
-    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 4, 7), True)
+    assert synthetic._visible_box(seen, mask) == ((2, 2, 4, 7), True)
     seen = mask.copy()
     seen[7, 7] = False                               # one hidden corner: same box
-    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 7, 7), False)
-    seen[:] = False                                  # hidden entirely: the whole box is kept
-    assert synthetic._visible_box(seen, mask, (2, 2, 7, 7)) == ((2, 2, 7, 7), True)
+    assert synthetic._visible_box(seen, mask) == ((2, 2, 7, 7), False)
+    seen[:, 3:] = False                              # one column left: no VOC box
+    assert synthetic._visible_box(seen, mask) is None
+    seen[:] = False                                  # hidden entirely: no VOC box
+    assert synthetic._visible_box(seen, mask) is None

@@ -166,25 +166,27 @@ def _render(rng, s):
     for j, (kind, box, m) in enumerate(objects):
         seen = owner == j + 1                       # the pixels of this shape left visible
         difficult = seen.sum() / m.sum() < DIFFICULT_VISIBLE
-        visible_box, truncated = _visible_box(seen, m, box)
-        x0, y0, x1, y1 = visible_box
-        if x1 <= x0 or y1 <= y0:        # a sliver one pixel thin: no VOC box has zero size
-            visible_box, difficult, truncated = box, True, True
-        out.append((kind, visible_box, difficult, truncated))
+        visible = _visible_box(seen, m)
+        if visible is None:             # hidden, or a sliver: keep the shape's box, difficult
+            visible, difficult = (box, True), True
+        out.append((kind, visible[0], difficult, visible[1]))
     return np.asarray(canvas), out
 
 
-def _visible_box(seen, mask, full_box):
-    """VOC's box of the visible area: (box, truncated).
+def _visible_box(seen, mask):
+    """VOC's box of the visible area: (box, truncated), or None when the visible part has no
+    VOC box (nothing visible, or a sliver one pixel thin: a VOC box never has zero size).
 
-    seen: (s, s) bool, the shape's pixels left visible; mask: (s, s) bool, the whole shape;
-    full_box: its box, kept when nothing is visible. box = inclusive pixel (x0, y0, x1, y1);
-    truncated = more than TRUNCATED_OUTSIDE of the shape lies outside that box.
+    seen: (s, s) bool, the shape's pixels left visible; mask: (s, s) bool, the whole shape.
+    box = inclusive pixels (x0, y0, x1, y1); truncated = more than TRUNCATED_OUTSIDE of the
+    shape lies outside that box.
     """
     if not seen.any():
-        return full_box, True
+        return None
     cols, rows = np.flatnonzero(seen.any(0)), np.flatnonzero(seen.any(1))
     box = (int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1]))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return None
     inside = mask[box[1]:box[3] + 1, box[0]:box[2] + 1].sum()
     return box, bool(1 - inside / mask.sum() > TRUNCATED_OUTSIDE)
 

@@ -65,17 +65,17 @@ def _check(x, kernel, stride, padding):
 
 
 def _window_view(a, kernel, stride, out_hw, padded_hw, padding=0, fill=None):
-    """W (N, C, Ho, k, Wo, k), W[n, c, i, u, j, v] = apad[n, c, i*s + u, j*s + v], and apad.
+    """W (N, C, Ho, k, Wo, k), W[n, c, i, u, j, v] = apad[n, c, i*s + u, j*s + v].
 
-    apad is `a` padded to padded_hw with `fill` (a itself when no padding is needed, which
-    makes the kernel == stride case a plain reshape). Writing through a tap W[..., u, :, v]
-    writes into apad.
+    apad is `a` padded to padded_hw with `fill`, or `a` itself when it already has that size
+    (then the kernel == stride case is a plain reshape, and writing through a tap
+    W[..., u, :, v] writes into `a`).
     """
     xp = get_array_module(a)
     n, c, h, w = a.shape
     (ho, wo), (hp, wp), k, s = out_hw, padded_hw, kernel, stride
     if (hp, wp) == (h, w) and k == s and h == ho * k and w == wo * k:
-        return a.reshape(n, c, ho, k, wo, k), a                     # reshape fast path
+        return a.reshape(n, c, ho, k, wo, k)                        # reshape fast path
     apad = a
     if (hp, wp) != (h, w):
         apad = xp.full((n, c, hp, wp), fill, dtype=a.dtype)
@@ -83,7 +83,7 @@ def _window_view(a, kernel, stride, out_hw, padded_hw, padding=0, fill=None):
     sn, sc, sh, sw = apad.strides
     view = xp.lib.stride_tricks.as_strided(
         apad, shape=(n, c, ho, k, wo, k), strides=(sn, sc, sh * s, sh, sw * s, sw))
-    return view, apad
+    return view
 
 
 def _padded_hw(h, w, kernel, stride, padding, ho, wo):
@@ -110,7 +110,7 @@ def maxpool2d_forward(x, kernel, stride, padding=0, ceil_mode=False):
     ho = pool_output_size(h, k, s, padding, ceil_mode)
     wo = pool_output_size(w, k, s, padding, ceil_mode)
     padded_hw = _padded_hw(h, w, k, s, padding, ho, wo)
-    win, _ = _window_view(x, k, s, (ho, wo), padded_hw, padding, -xp.inf)  # (N, C, Ho, k, Wo, k)
+    win = _window_view(x, k, s, (ho, wo), padded_hw, padding, -xp.inf)  # (N, C, Ho, k, Wo, k)
     index_type = xp.uint8 if k * k <= 256 else xp.int32
     y = win[:, :, :, 0, :, 0].copy()                                # running max (N, C, Ho, Wo)
     argmax = xp.zeros(y.shape, dtype=index_type)                    # its tap, u*k + v
@@ -134,8 +134,8 @@ def maxpool2d_backward(dy, cache: PoolCache):
     k, s, p = cache.kernel, cache.stride, cache.padding
     ho, wo = dy.shape[2:]
     hp, wp = cache.padded_hw
-    dx = xp.zeros((n, c, h, w) if (hp, wp) == (h, w) else (n, c, hp, wp), dtype=dy.dtype)
-    dwin, _ = _window_view(dx, k, s, (ho, wo), (hp, wp))            # (N, C, Ho, k, Wo, k) view
+    dx = xp.zeros((n, c, hp, wp), dtype=dy.dtype)                   # the padded input's size
+    dwin = _window_view(dx, k, s, (ho, wo), (hp, wp))               # (N, C, Ho, k, Wo, k) view
     for t in range(k * k):
         # y = tap t where argmax == t: that tap receives dy there, nothing elsewhere
         dwin[:, :, :, t // k, :, t % k] += dy * (cache.argmax == t)
