@@ -1,13 +1,16 @@
 """Layer classes: thin wrappers that own parameters and gradients and call minissd.ops.
 
-Every layer has
-    forward(x) -> y          keeps what backward needs in self.cache
-    backward(dy) -> dx       OVERWRITES self.grads (no accumulation, no zero_grad needed)
-    params                   {name: array}, PyTorch's names and shapes (conv weight (F, C, KH, KW))
-    grads                    {name: array}, same keys, filled by backward
-    buffers                  {name: array} state that is not trained (BatchNorm's running
-                             statistics); saved in state_dict with the params
-    training                 True while training; BatchNorm uses batch statistics then
+Every layer (and every Container of layers, and the SSD model) has
+    forward(x) -> y          keeps what backward needs in its cache
+    backward(dy) -> dx       OVERWRITES grads (no accumulation, no zero_grad needed)
+    params()                 [(name, array)], PyTorch's names and shapes (conv weight
+                             (F, C, KH, KW)); a leaf layer also has each as an attribute
+                             (conv.weight, conv.bias)
+    grads                    {name: array}, the same names, filled by backward
+    buffers()                [(name, array)] saved state that is not trained (BatchNorm's
+                             running statistics); saved in state_dict with the params
+    leaf_layers()            the leaf layers inside, in order
+    train(mode) / eval()     BatchNorm uses batch statistics while training
     to(device)               moves params, buffers (and grads) to "cpu" or "cuda"; returns self
 
 Parameters are created on the current device (backend.set_device) in the chosen dtype
@@ -20,6 +23,7 @@ import math
 import numpy as np
 
 from . import backend
+from .backend import get_array_module
 from .ops.activation import relu_backward, relu_forward
 from .ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from .ops.conv import conv2d_backward, conv2d_forward
@@ -28,12 +32,16 @@ from .ops.pool import maxpool2d_backward, maxpool2d_forward
 
 
 class Layer:
-    """Base class: no parameters; subclasses fill params in __init__."""
+    """Base class of the leaf layers (Conv2d, MaxPool2d, ReLU, L2Norm, BatchNorm2d).
+
+    A leaf layer keeps its trained arrays as attributes named in `param_names` (Conv2d.weight,
+    Conv2d.bias) and its untrained saved arrays in `buffer_names` (BatchNorm2d.running_mean).
+    """
+    param_names = ()
+    buffer_names = ()
 
     def __init__(self):
-        self.params = {}
         self.grads = {}
-        self.buffers = {}
         self.cache = None
         self.training = True
 
@@ -46,12 +54,104 @@ class Layer:
     def __call__(self, x):
         return self.forward(x)
 
+    # --- the parameter interface (the same for Container and the SSD model) ---------------
+
+    def params(self):
+        """[(name, array)]: the parameter arrays themselves (an optimizer updates them in place)."""
+        return [(n, getattr(self, n)) for n in self.param_names]
+
+    def buffers(self):
+        """[(name, array)]: saved state that is not trained."""
+        return [(n, getattr(self, n)) for n in self.buffer_names]
+
+    def leaf_layers(self):
+        """[self]: a leaf layer is its own only leaf."""
+        return [self]
+
+    def tie_params(self, other):
+        """Use `other`'s parameter arrays (the same objects, not copies): an in-place update
+        of one is an update of both. Data parallelism shares one set of weights this way."""
+        for n in self.param_names:
+            setattr(self, n, getattr(other, n))
+
+    def train(self, mode: bool = True):
+        """Training mode (True, the default) or inference mode (False); returns self."""
+        self.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def clear_cache(self):
+        """Forget what forward kept for backward (frees its memory)."""
+        self.cache = None
+
     def to(self, device):
         """Move params, buffers and grads to "cpu" or "cuda" (arrays are replaced, not edited)."""
-        self.params = {k: backend.to_device(v, device) for k, v in self.params.items()}
-        self.buffers = {k: backend.to_device(v, device) for k, v in self.buffers.items()}
+        for n in self.param_names + self.buffer_names:
+            setattr(self, n, backend.to_device(getattr(self, n), device))
         self.grads = {k: backend.to_device(v, device) for k, v in self.grads.items()}
         self.cache = None
+        return self
+
+
+class Container:
+    """A layer made of named child layers (Sequential, MultiBoxHeads, the SSD model).
+
+    Subclasses define children() -> [(prefix, layer)]; a child's parameter "weight" is then
+    named "<prefix>.weight" (no prefix when it is None). params(), buffers(), grads,
+    leaf_layers(), train(), eval(), clear_cache() and to() are those of Layer, gathered over
+    the children in order.
+    """
+
+    def children(self):
+        raise NotImplementedError
+
+    def _named(self, what):
+        return [(n if prefix is None else f"{prefix}.{n}", a)
+                for prefix, child in self.children() for n, a in what(child)]
+
+    def params(self):
+        """[(name, array)]: every child's parameters, prefixed, in order."""
+        return self._named(lambda child: child.params())
+
+    def buffers(self):
+        """[(name, array)]: every child's buffers, prefixed, in order."""
+        return self._named(lambda child: child.buffers())
+
+    @property
+    def grads(self):
+        """{name: gradient} from the last backward (empty before the first one)."""
+        return dict(self._named(lambda child: child.grads.items()))
+
+    def leaf_layers(self):
+        """Every leaf layer inside, in order (replicas of a network pair them up by position)."""
+        return [leaf for _, child in self.children() for leaf in child.leaf_layers()]
+
+    @property
+    def training(self) -> bool:
+        return all(layer.training for layer in self.leaf_layers())
+
+    def train(self, mode: bool = True):
+        """Training mode (the default): BatchNorm layers use the batch's statistics."""
+        for layer in self.leaf_layers():
+            layer.train(mode)
+        return self
+
+    def eval(self):
+        """Inference mode: BatchNorm layers use their running statistics."""
+        return self.train(False)
+
+    def clear_cache(self):
+        """Forget what forward kept for backward, in every child."""
+        for _, child in self.children():
+            child.clear_cache()
+
+    def to(self, device):
+        """Move every parameter, buffer and gradient to "cpu" or "cuda"; returns self."""
+        for _, child in self.children():
+            child.to(device)
+        self.clear_cache()
         return self
 
 
@@ -67,16 +167,17 @@ def _rng(rng):
 
 
 class Conv2d(Layer):
-    """2-D convolution with bias. Weight (out_ch, in_ch, k, k), bias (out_ch,).
+    """2-D convolution with bias. weight (out_ch, in_ch, k, k), bias (out_ch,).
 
     Initialised as SSD does for its new layers: Xavier-uniform weight, i.e. uniform in
-    [-a, a] with a = sqrt(6 / (fan_in + fan_out)), fan_in = in_ch*k*k, fan_out = out_ch*k*k;
-    zero bias. `rng`: a numpy Generator or a seed. `relu=True` applies a ReLU to the output
-    (and its gradient in backward), saving a separate layer.
+    [-a, a] with a = sqrt(6 / (fan_in + fan_out)), fan_in = in_ch*k*k, fan_out = out_ch*k*k,
+    times `init_scale`; zero bias. `rng`: a numpy Generator or a seed. `relu=True` applies a
+    ReLU to the output (and its gradient in backward), saving a separate layer.
     """
+    param_names = ("weight", "bias")
 
     def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, dilation=1, rng=None,
-                 dtype=np.float32, relu=False):
+                 dtype=np.float32, relu=False, init_scale=1.0):
         super().__init__()
         self.in_ch, self.out_ch, self.kernel = in_ch, out_ch, kernel
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -84,8 +185,10 @@ class Conv2d(Layer):
         fan_in, fan_out = in_ch * kernel * kernel, out_ch * kernel * kernel
         bound = math.sqrt(6.0 / (fan_in + fan_out))
         w = _rng(rng).uniform(-bound, bound, size=(out_ch, in_ch, kernel, kernel))
-        self.params = {"weight": _new_param(w, dtype),
-                       "bias": _new_param(np.zeros(out_ch), dtype)}
+        self.weight = _new_param(w, dtype)
+        if init_scale != 1.0:
+            self.weight *= init_scale                    # in the parameter's dtype
+        self.bias = _new_param(np.zeros(out_ch), dtype)
 
     def forward(self, x):
         """x (N, in_ch, H, W) -> y (N, out_ch, Ho, Wo)."""
@@ -93,8 +196,8 @@ class Conv2d(Layer):
             raise ValueError(f"Conv2d({self.in_ch}->{self.out_ch}): expected x of shape "
                              f"(N, {self.in_ch}, H, W), got {x.shape}; check the previous "
                              "layer's output channels")
-        y, conv_cache = conv2d_forward(x, self.params["weight"], self.params["bias"],
-                                       self.stride, self.padding, self.dilation)
+        y, conv_cache = conv2d_forward(x, self.weight, self.bias, self.stride, self.padding,
+                                       self.dilation)
         relu_cache = None
         if self.relu:
             y, relu_cache = relu_forward(y)
@@ -152,16 +255,17 @@ class ReLU(Layer):
 class L2Norm(Layer):
     """Per-position L2 normalisation over channels with a learnable per-channel scale.
 
-    params {"weight": (channels,)} filled with `scale` (20 in SSD), as ssd.pytorch's L2Norm.
+    weight (channels,) filled with `scale` (20 in SSD), as ssd.pytorch's L2Norm.
     """
+    param_names = ("weight",)
 
     def __init__(self, channels, scale=20.0, eps=1e-10, dtype=np.float32):
         super().__init__()
         self.channels, self.eps = channels, eps
-        self.params = {"weight": _new_param(np.full(channels, scale), dtype)}
+        self.weight = _new_param(np.full(channels, scale), dtype)
 
     def forward(self, x):
-        y, self.cache = l2norm_forward(x, self.params["weight"], self.eps)
+        y, self.cache = l2norm_forward(x, self.weight, self.eps)
         return y
 
     def backward(self, dy):
@@ -176,23 +280,25 @@ class L2Norm(Layer):
 class BatchNorm2d(Layer):
     """Batch normalisation per channel (ops/batchnorm.py), as torch.nn.BatchNorm2d.
 
-    params {"weight": (C,) ones, "bias": (C,) zeros}; buffers {"running_mean": (C,) zeros,
-    "running_var": (C,) ones}. `training` True: batch statistics, running ones updated;
-    False: the running statistics (inference).
+    weight (C,) ones, bias (C,) zeros; buffers running_mean (C,) zeros, running_var (C,) ones.
+    `training` True: batch statistics, running ones updated; False: the running statistics
+    (inference).
     """
+    param_names = ("weight", "bias")
+    buffer_names = ("running_mean", "running_var")
 
     def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
         super().__init__()
         self.channels, self.momentum, self.eps = channels, momentum, eps
-        self.params = {"weight": _new_param(np.ones(channels), dtype),
-                       "bias": _new_param(np.zeros(channels), dtype)}
-        self.buffers = {"running_mean": _new_param(np.zeros(channels), dtype),
-                        "running_var": _new_param(np.ones(channels), dtype)}
+        self.weight = _new_param(np.ones(channels), dtype)
+        self.bias = _new_param(np.zeros(channels), dtype)
+        self.running_mean = _new_param(np.zeros(channels), dtype)
+        self.running_var = _new_param(np.ones(channels), dtype)
 
     def forward(self, x):
         y, self.cache = batchnorm2d_forward(
-            x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-            self.buffers["running_var"], self.training, self.momentum, self.eps)
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
+            self.momentum, self.eps)
         return y
 
     def backward(self, dy):
@@ -204,43 +310,15 @@ class BatchNorm2d(Layer):
         return f"BatchNorm2d({self.channels})"
 
 
-class Sequential(Layer):
+class Sequential(Container):
     """Layers applied in order. params/grads are named "<index>.<name>" as in PyTorch
-    (e.g. "0.weight"); they are views of the layers' own dicts, rebuilt on each access."""
+    (e.g. "0.weight")."""
 
     def __init__(self, *layers):
-        super().__init__()
         self.layers = list(layers)
 
-    @property
-    def params(self):
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in layer.params.items()}
-
-    @params.setter
-    def params(self, value):
-        if value:
-            raise AttributeError("Sequential.params is read-only; set a layer's params instead")
-
-    @property
-    def grads(self):
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in layer.grads.items()}
-
-    @grads.setter
-    def grads(self, value):
-        if value:
-            raise AttributeError("Sequential.grads is read-only; run backward to fill them")
-
-    @property
-    def buffers(self):
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in layer.buffers.items()}
-
-    @buffers.setter
-    def buffers(self, value):
-        if value:
-            raise AttributeError("Sequential.buffers is read-only; set a layer's buffers instead")
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x):
         for layer in self.layers:
@@ -252,10 +330,8 @@ class Sequential(Layer):
             dy = layer.backward(dy)
         return dy
 
-    def to(self, device):
-        for layer in self.layers:
-            layer.to(device)
-        return self
+    def __call__(self, x):
+        return self.forward(x)
 
     def __len__(self):
         return len(self.layers)
@@ -269,3 +345,88 @@ class Sequential(Layer):
     def __repr__(self):
         inner = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
         return f"Sequential(\n{inner}\n)"
+
+
+class MultiBoxHeads(Container):
+    """SSD's heads: per source k, a loc conv (k boxes * 4 offsets) and a conf conv (k boxes * C
+    class scores), both 3x3 pad 1; parameters loc.<k>.weight/bias, conf.<k>.weight/bias.
+
+        forward(sources [(N, C_k, H_k, W_k)]) -> loc (N, P, 4), conf (N, P, C)
+        backward(dloc (N, P, 4), dconf (N, P, C)) -> [dsource_k (N, C_k, H_k, W_k)]
+
+    Each output (N, boxes*4, H, W) is permuted to (N, H, W, boxes*4) and flattened to
+    (N, H*W*boxes, 4), so box order is: source, then row, then column, then box at that
+    location (as priors.py). P = sum over sources of H_k * W_k * boxes_k.
+
+    Efficiency: the loc and conf convs of one source read the same input, so they run as ONE
+    conv whose filters are the two stacked (one im2col and one matrix product per source); its
+    output is split by channel, and its weight gradient split back into the two convs' grads.
+    The outputs are written once into the final (N, P, 4) / (N, P, C) arrays.
+    """
+
+    def __init__(self, loc_convs, conf_convs, boxes, num_classes):
+        self.loc, self.conf = list(loc_convs), list(conf_convs)
+        self.boxes, self.num_classes = tuple(boxes), num_classes
+        self.num_priors = None           # set by the first forward: sum of H*W*boxes
+        self._caches = None
+
+    def children(self):
+        return ([(f"loc.{k}", c) for k, c in enumerate(self.loc)]
+                + [(f"conf.{k}", c) for k, c in enumerate(self.conf)])
+
+    def clear_cache(self):
+        self._caches = None
+
+    def forward(self, sources, keep_cache=True):
+        """sources [(N, C_k, H_k, W_k)] -> loc (N, P, 4), conf (N, P, C).
+        keep_cache=False keeps nothing for backward (inference)."""
+        xp = get_array_module(sources[0])
+        n, c = sources[0].shape[0], self.num_classes
+        p = sum(s.shape[2] * s.shape[3] * k for s, k in zip(sources, self.boxes))
+        dtype = self.loc[0].weight.dtype
+        loc = xp.empty((n, p, 4), dtype=dtype)
+        conf = xp.empty((n, p, c), dtype=dtype)
+        caches, start = [], 0
+        for s, lconv, cconv, k in zip(sources, self.loc, self.conf, self.boxes):
+            w = xp.concatenate([lconv.weight, cconv.weight])             # (k(4+C), Cs, 3, 3)
+            b = xp.concatenate([lconv.bias, cconv.bias])                 # (k(4+C),)
+            y, cache = conv2d_forward(s, w, b, 1, 1)                     # (N, k(4+C), H, W)
+            caches.append(cache if keep_cache else None)
+            hh, ww = y.shape[2:]
+            stop = start + hh * ww * k
+            y = y.transpose(0, 2, 3, 1)                                  # (N, H, W, k(4+C))
+            loc[:, start:stop] = y[..., :k * 4].reshape(n, hh * ww * k, 4)
+            conf[:, start:stop] = y[..., k * 4:].reshape(n, hh * ww * k, c)
+            start = stop
+        self._caches = caches if keep_cache else None
+        self.num_priors = p
+        return loc, conf
+
+    def backward(self, dloc, dconf):
+        """Gradients of the stacked convs into each conv's grads; returns each source's."""
+        if self._caches is None:
+            raise RuntimeError("MultiBoxHeads.backward: no forward cache; call forward "
+                               "(with keep_cache=True) right before backward")
+        xp = get_array_module(dloc)
+        n, c = dloc.shape[0], self.num_classes
+        dsources, start = [], 0
+        for cache, lconv, cconv, k in zip(self._caches, self.loc, self.conf, self.boxes):
+            hh, ww = cache.out_hw
+            stop = start + hh * ww * k
+            # y = y.transpose(0, 2, 3, 1); loc[:, start:stop] = y[..., :4k].reshape(...); conf too
+            dy = xp.concatenate([dloc[:, start:stop].reshape(n, hh, ww, k * 4),
+                                 dconf[:, start:stop].reshape(n, hh, ww, k * c)],
+                                axis=3)                                  # (N, H, W, k(4+C))
+            dy = dy.transpose(0, 3, 1, 2)                                # (N, k(4+C), H, W)
+            # y, cache = conv2d_forward(s, w, b, 1, 1)
+            ds, dw, db = conv2d_backward(dy, cache)
+            # w = concatenate([lconv.weight, cconv.weight]): the gradient splits the same way
+            lconv.grads = {"weight": dw[:k * 4], "bias": db[:k * 4]}
+            cconv.grads = {"weight": dw[k * 4:], "bias": db[k * 4:]}
+            dsources.append(ds)
+            start = stop
+        return dsources
+
+    def __repr__(self):
+        return (f"MultiBoxHeads({len(self.loc)} sources, boxes {self.boxes}, "
+                f"{self.num_classes} classes)")

@@ -32,8 +32,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .backend import get_array_module
+from .model import SSD
 
 
 class ThreadedSSD:
@@ -52,14 +54,13 @@ class ThreadedSSD:
     def __init__(self, model, num_threads=2):
         if num_threads < 1:
             raise ValueError(f"ThreadedSSD: num_threads must be at least 1, got {num_threads}")
-        from .model import SSD
         self.model = model
         self.replicas = [model]
         for _ in range(num_threads - 1):
             replica = SSD(model.config, rng=0, dtype=model.dtype)
-            for mine, theirs in zip(replica._leaf_layers(), model._leaf_layers()):
-                mine.params = theirs.params                      # the same dict, same arrays
-                mine.buffers = {k: v.copy() for k, v in theirs.buffers.items()}
+            replica.load_state_dict(model.state_dict())         # its own copy of the buffers
+            for mine, theirs in zip(replica.leaf_layers(), model.leaf_layers()):
+                mine.tie_params(theirs)                         # the same arrays: shared weights
             self.replicas.append(replica)
         self._pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
         self.threads_used = 1
@@ -82,7 +83,6 @@ class ThreadedSSD:
         work = list(zip(self.replicas[:self.threads_used], *args))
         if self._pool is None or len(work) == 1:
             return [fn(*w) for w in work]
-        from threadpoolctl import threadpool_limits
         with threadpool_limits(limits=1, user_api="blas"):
             futures = [self._pool.submit(fn, *w) for w in work]
             return [f.result() for f in futures]
@@ -93,8 +93,7 @@ class ThreadedSSD:
         The replicas take the model's train/eval mode first (the model may have been
         switched since the last call)."""
         for replica in self.replicas[1:]:
-            for mine, theirs in zip(replica._leaf_layers(), self.model._leaf_layers()):
-                mine.training = theirs.training
+            replica.train(self.model.training)
         self.threads_used = min(self.num_threads, x.shape[0])
         chunks = np.array_split(np.arange(x.shape[0]), self.threads_used)
         self._bounds = [(int(c[0]), int(c[-1]) + 1) for c in chunks]
@@ -125,12 +124,11 @@ class ThreadedSSD:
         if self.threads_used == 1:
             return
         used = self.threads_used                 # replicas that saw a slice this step
-        layers = [list(r._leaf_layers()) for r in self.replicas]
-        for i, main in enumerate(layers[0]):
-            for k in main.buffers:
-                mean = sum(layers[r][i].buffers[k] for r in range(used)) / used
-                for replica_layers in layers:
-                    replica_layers[i].buffers[k][...] = mean
+        per_replica = [r.buffers() for r in self.replicas]         # [(name, array)] each
+        for i, (_, main) in enumerate(per_replica[0]):
+            mean = sum(per_replica[r][i][1] for r in range(used)) / used
+            for buffers in per_replica:
+                buffers[i][1][...] = mean
 
     def close(self):
         if self._pool is not None:

@@ -12,8 +12,8 @@ from minissd.layers import L2Norm, Conv2d, MaxPool2d, ReLU, Sequential
 
 def test_conv2d_params_match_pytorch_names_shapes_and_xavier_init():
     layer = Conv2d(64, 128, 3, padding=1, rng=0)
-    assert set(layer.params) == {"weight", "bias"}
-    w, b = to_numpy(layer.params["weight"]), to_numpy(layer.params["bias"])
+    assert [n for n, _ in layer.params()] == ["weight", "bias"]
+    w, b = to_numpy(layer.weight), to_numpy(layer.bias)
     assert w.shape == (128, 64, 3, 3) and b.shape == (128,)
     assert w.dtype == np.float32 and b.dtype == np.float32
     bound = math.sqrt(6.0 / (64 * 9 + 128 * 9))
@@ -21,13 +21,13 @@ def test_conv2d_params_match_pytorch_names_shapes_and_xavier_init():
     assert abs(w.std() - bound / math.sqrt(3)) < 0.02 * bound      # uniform(-a, a) has std a/sqrt(3)
     assert not b.any()
     again = Conv2d(64, 128, 3, padding=1, rng=0)
-    np.testing.assert_array_equal(to_numpy(again.params["weight"]), w)   # seeded
+    np.testing.assert_array_equal(to_numpy(again.weight), w)   # seeded
 
 
 def test_l2norm_layer_weight_is_20():
     layer = L2Norm(512)
-    assert set(layer.params) == {"weight"}
-    np.testing.assert_array_equal(to_numpy(layer.params["weight"]), np.full(512, 20, np.float32))
+    assert [n for n, _ in layer.params()] == ["weight"]
+    np.testing.assert_array_equal(to_numpy(layer.weight), np.full(512, 20, np.float32))
 
 
 def test_backward_overwrites_grads(xp, rng):
@@ -47,13 +47,13 @@ def test_backward_overwrites_grads(xp, rng):
                                                             (1, 6, 6, 3), (1, 0, 1, 1)])
 def test_conv2d_layer_gradcheck(xp, rng, stride, padding, dilation, kernel):
     layer = Conv2d(3, 4, kernel, stride, padding, dilation, rng=1, dtype=np.float64)
-    layer.params["bias"][:] = xp.asarray(rng.standard_normal(4))
+    layer.bias[:] = xp.asarray(rng.standard_normal(4))
     x = xp.asarray(rng.standard_normal((2, 3, 8, 7)))
     y = layer.forward(x)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = layer.backward(dy)
     grads = dict(layer.grads, x=dx)
-    errs = check_gradients(lambda: layer.forward(x), dict(layer.params, x=x), grads, dy,
+    errs = check_gradients(lambda: layer.forward(x), dict(layer.params(), x=x), grads, dy,
                            num_checks=60, rng=rng)
     assert max(errs.values()) < 1e-6, errs
 
@@ -79,13 +79,13 @@ def test_single_layer_gradcheck(xp, rng, make):
     layer = make()
     # distinct values away from 0: no pooling ties, no ReLU kinks under the +-1e-5 steps
     x = xp.asarray((rng.permutation(2 * 4 * 7 * 7).reshape(2, 4, 7, 7) - 97.5) * 0.01)
-    if layer.params:
-        layer.params["weight"][:] = xp.asarray(rng.uniform(0.5, 2.0, 4))
+    if layer.params():
+        layer.weight[:] = xp.asarray(rng.uniform(0.5, 2.0, 4))
     y = layer.forward(x)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = layer.backward(dy)
     grads = dict(layer.grads, x=dx)
-    errs = check_gradients(lambda: layer.forward(x), dict(layer.params, x=x), grads, dy)
+    errs = check_gradients(lambda: layer.forward(x), dict(layer.params(), x=x), grads, dy)
     assert max(errs.values()) < 1e-6, errs
 
 
@@ -100,9 +100,9 @@ def test_sequential_vgg_like_stack_gradcheck(xp, rng):
         Conv2d(6, 5, 1, rng=2, dtype=f64, relu=True),                       # conv7 style
         Conv2d(5, 3, 3, stride=2, padding=1, rng=3, dtype=f64),             # conv8_2 style
     )
-    assert list(net.params) == ["0.weight", "0.bias", "3.weight", "5.weight", "5.bias",
-                                "7.weight", "7.bias", "8.weight", "8.bias"]
-    for p in net.params.values():                              # non-zero biases, scale != 20
+    assert [n for n, _ in net.params()] == ["0.weight", "0.bias", "3.weight", "5.weight",
+                                            "5.bias", "7.weight", "7.bias", "8.weight", "8.bias"]
+    for _, p in net.params():                                  # non-zero biases, scale != 20
         if p.ndim == 1:
             p[:] = xp.asarray(rng.uniform(0.5, 2.0, p.shape))
     x = xp.asarray(rng.standard_normal((2, 3, 7, 7)))
@@ -111,7 +111,7 @@ def test_sequential_vgg_like_stack_gradcheck(xp, rng):
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = net.backward(dy)
     grads = dict(net.grads, x=dx)
-    errs = check_gradients(lambda: net.forward(x), dict(net.params, x=x), grads, dy,
+    errs = check_gradients(lambda: net.forward(x), dict(net.params(), x=x), grads, dy,
                            num_checks=40, rng=rng)
     # Single layers pass 1e-6 (tests above). Through nine layers some input gradients are
     # small (~5e-5, L2Norm removes the radial direction), and central differences carry an
@@ -142,15 +142,15 @@ def test_wrong_channels_error_names_the_layer(xp):
 
 def test_to_cpu_returns_numpy_params():
     layer = Sequential(Conv2d(2, 3, 3), L2Norm(3)).to("cpu")
-    assert all(isinstance(p, np.ndarray) for p in layer.params.values())
+    assert all(isinstance(p, np.ndarray) for _, p in layer.params())
 
 
 @pytest.mark.gpu
 def test_to_cuda_and_back(rng):
     layer = Conv2d(2, 3, 3, padding=1, rng=0).to("cuda")
-    assert all(backend.is_cupy(p) for p in layer.params.values())
-    import_xp = backend.get_array_module(layer.params["weight"])
+    assert all(backend.is_cupy(p) for _, p in layer.params())
+    import_xp = backend.get_array_module(layer.weight)
     y = layer.forward(import_xp.asarray(rng.standard_normal((1, 2, 4, 4)), dtype=import_xp.float32))
     assert backend.is_cupy(y)
     layer.to("cpu")
-    assert isinstance(layer.params["weight"], np.ndarray)
+    assert isinstance(layer.weight, np.ndarray)

@@ -95,8 +95,8 @@ def test_head_layout_matches_nhwc_flattening(rng):
     offsets = np.cumsum([0] + [f * f * k for f, k in zip(cfg.feature_maps, cfg.mbox)])
     for k, s in src.items():
         f, nb = cfg.feature_maps[k], cfg.mbox[k]
-        y, _ = conv2d_forward(s, model.loc[k].params["weight"], model.loc[k].params["bias"], 1, 1)
-        yc, _ = conv2d_forward(s, model.conf[k].params["weight"], model.conf[k].params["bias"],
+        y, _ = conv2d_forward(s, model.heads.loc[k].weight, model.heads.loc[k].bias, 1, 1)
+        yc, _ = conv2d_forward(s, model.heads.conf[k].weight, model.heads.conf[k].bias,
                                1, 1)
         got_l = loc[:, offsets[k]:offsets[k + 1]].reshape(2, f, f, nb, 4)
         got_c = conf[:, offsets[k]:offsets[k + 1]].reshape(2, f, f, nb, 3)
