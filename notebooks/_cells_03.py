@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minissd.config import ssd300
-from minissd.model import SSD, source_sizes
+from minissd.model import SSD
+from minissd.plan import format_plan, layer_plan, source_sizes
 from minissd.ops.conv import conv2d_forward
 
 cfg = ssd300()
@@ -30,46 +31,51 @@ print(model)
 print("base list:", cfg.base)
 """),
 ("md", r"""
-## Shapes through SSD300
+## The layer plan: shapes through SSD300
 
 Each 3x3 conv with padding 1 keeps the size; each 2x2/2 pool halves it (ceil mode rounds up).
 Output size of a conv: $H_o = \lfloor (H + 2p - d(k-1) - 1)/s \rfloor + 1$.
+
+`minissd.plan.layer_plan(config)` applies these formulas to the config once and lists every
+layer in forward order: its name in the state dict, its input and output shapes, its
+parameters and which source map it makes or reads. It is the one description of the network:
+`SSD` builds its layers from it, and so do the benchmark's PyTorch twin and the default-box
+sizes. (The ReLU after each conv is in the plan too; the table hides it unless its output is
+a source.)
+"""),
+("code", r"""
+plan = layer_plan(cfg)
+print(format_plan(plan))
+"""),
+("md", r"""
+Now run one 300x300 image through the model's layers one at a time, the same steps as
+`SSD.forward`, and check every output against the plan.
 """),
 ("code", r"""
 rng = np.random.default_rng(0)
 x = rng.standard_normal((1, 3, 300, 300)).astype(np.float32)
-vgg_names = ["conv1_1", "", "conv1_2", "", "pool1", "conv2_1", "", "conv2_2", "", "pool2",
-             "conv3_1", "", "conv3_2", "", "conv3_3", "", "pool3 (ceil)", "conv4_1", "",
-             "conv4_2", "", "conv4_3", "", "pool4", "conv5_1", "", "conv5_2", "", "conv5_3", "",
-             "pool5", "conv6 (fc6)", "", "conv7 (fc7)", ""]
-rows, sources = [], []
+planned = {p.name: p for p in plan}
+sources = []
 h = x
-for i, layer in enumerate(model.vgg):          # the same steps as SSD.forward, one at a time
+for i, layer in enumerate(model.vgg):
     h = layer.forward(h)
-    name = vgg_names[i] or "  relu"
-    params = sum(v.size for v in layer.params.values())
-    rows.append((f"vgg.{i}", name, repr(layer), h.shape, params))
-    if i == model.l2norm_index:
+    assert h.shape[1:] == planned[f"vgg.{i}"].out_shape, (i, h.shape)
+    if i == model.l2norm_index:                 # conv4_3's ReLU: the L2Norm branch
         conv4_3 = h
         sources.append(model.L2Norm.forward(h))
-        rows.append(("L2Norm", "L2Norm(conv4_3)", repr(model.L2Norm), sources[-1].shape, 512))
-sources.append(h)
-extra_names = ["conv8_1", "conv8_2", "conv9_1", "conv9_2", "conv10_1", "conv10_2", "conv11_1", "conv11_2"]
-for j, conv in enumerate(model.extras):
-    h = conv.forward(h)
-    rows.append((f"extras.{j}", extra_names[j], repr(conv), h.shape,
-                 sum(v.size for v in conv.params.values())))
-    if j % 2 == 1:
+sources.append(h)                               # conv7's ReLU
+for j, unit in enumerate(model.extras):
+    h = unit.forward(h)
+    assert h.shape[1:] == planned[f"extras.{j}"].out_shape, (j, h.shape)
+    if j in model.source_extras:                # conv8_2, conv9_2, ...
         sources.append(h)
-
-for key, name, layer, shape, params in rows:
-    if name != "  relu":
-        print(f"{key:>10}  {name:<16} {layer:<68} {str(shape):<20} {params:>10,}")
+print("source maps:", [s.shape[1:] for s in sources])
 """),
 ("code", r"""
-print("source maps:", [s.shape[1:] for s in sources])
-assert tuple(s.shape[2] for s in sources) == cfg.feature_maps == source_sizes(cfg) == (38, 19, 10, 5, 3, 1)
+assert tuple(s.shape[2] for s in sources) == cfg.feature_maps == source_sizes(cfg) \
+    == (38, 19, 10, 5, 3, 1)
 assert tuple(s.shape[1] for s in sources) == (512, 1024, 512, 256, 256, 256)
+assert sum(p.num_params for p in plan) == model.num_parameters()
 """),
 ("md", r"""
 ## Where 8732 comes from
@@ -80,19 +86,21 @@ $f_k^2 k_k$ boxes per map, ordered row, column, box: the order of `priors.defaul
 """),
 ("code", r"""
 total = 0
-for k, (s, lconv, cconv, nbox) in enumerate(zip(sources, model.loc, model.conf, cfg.mbox)):
+heads = model.heads                             # layers.MultiBoxHeads: every loc and conf conv
+for k, (s, lconv, cconv, nbox) in enumerate(zip(sources, heads.loc, heads.conf, cfg.mbox)):
     loc_k, conf_k = lconv.forward(s), cconv.forward(s)
     f = s.shape[2]
     total += f * f * nbox
-    print(f"source {k}: {str(s.shape):<20} loc {str(loc_k.shape):<18} conf {str(conf_k.shape):<19} "
-          f"-> {f}x{f}x{nbox} = {f * f * nbox:>5} boxes")
+    print(f"source {k}: {str(s.shape):<20} loc {str(loc_k.shape):<18} "
+          f"conf {str(conf_k.shape):<19} -> {f}x{f}x{nbox} = {f * f * nbox:>5} boxes")
 print("total", total)
 
 loc, conf = model.forward(x, keep_cache=False)
 print("model.forward:", loc.shape, conf.shape)
 assert total == 8732 and loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 21)
 # box p of source 0, cell (0, 0): the first 4 rows of loc are channel groups 0..3, 4..7, ...
-assert np.allclose(loc[0, :4].ravel(), model.loc[0].forward(sources[0])[0, :16, 0, 0], atol=1e-5)
+assert np.allclose(loc[0, :4].ravel(), heads.loc[0].forward(sources[0])[0, :16, 0, 0],
+                   atol=1e-5)
 """),
 ("md", r"""
 ## fc6/fc7 as convolutions: decimation and dilation
@@ -130,7 +138,8 @@ axes[0].set_title("3x3 kernel: reads 3x3 pixels")
 axes[1].imshow(dilated, cmap="Oranges", vmin=0, vmax=1.5)
 axes[1].set_title("conv6: dilation 6, reads a 13x13 span")
 for ax in axes:
-    ax.set_xticks(np.arange(-0.5, 13, 1), minor=True), ax.set_yticks(np.arange(-0.5, 13, 1), minor=True)
+    ax.set_xticks(np.arange(-0.5, 13, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, 13, 1), minor=True)
     ax.grid(which="minor", color="gray", linewidth=0.5)
     ax.set_xticks([]), ax.set_yticks([])
 plt.show()
@@ -146,10 +155,12 @@ norm_before = np.sqrt((conv4_3[0] ** 2).sum(axis=0))          # (38, 38)
 norm_after = np.sqrt((sources[0][0] ** 2).sum(axis=0))
 norm_conv7 = np.sqrt((sources[1][0] ** 2).sum(axis=0))
 print(f"conv4_3 norm: {norm_before.min():.2f} .. {norm_before.max():.2f};  after L2Norm: "
-      f"{norm_after.min():.3f} .. {norm_after.max():.3f};  conv7: {norm_conv7.min():.2f} .. {norm_conv7.max():.2f}")
+      f"{norm_after.min():.3f} .. {norm_after.max():.3f};  "
+      f"conv7: {norm_conv7.min():.2f} .. {norm_conv7.max():.2f}")
 assert np.allclose(norm_after[norm_before > 0], 20.0, rtol=1e-4)
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-for ax, m, t in zip(axes, (norm_before, norm_after, norm_conv7), ("conv4_3 (random init)", "L2Norm(conv4_3)", "conv7")):
+titles = ("conv4_3 (random init)", "L2Norm(conv4_3)", "conv7")
+for ax, m, t in zip(axes, (norm_before, norm_after, norm_conv7), titles):
     im = ax.imshow(m, cmap="viridis")
     fig.colorbar(im, ax=ax)
     ax.set_title(f"channel norm: {t}")
@@ -175,7 +186,7 @@ assert model.num_parameters() == 26_285_486
 ("md", r"""
 ## Exercises
 
-1. Compute the shapes of SSD512 (`minissd.config.ssd512`) with `minissd.model.source_sizes`,
+1. Print the plan of SSD512 (`minissd.config.ssd512`) with `minissd.plan.layer_plan`,
    without building the network. Why does it need a fifth extra block?
 2. Without ceil mode in pool3, what would the source sizes be? Set the base list's `"C"` to
    `"M"` in a copy of the config and read the error `SSD(...)` raises.

@@ -18,7 +18,7 @@ def test_conv2d_params_match_pytorch_names_shapes_and_xavier_init():
     assert w.dtype == np.float32 and b.dtype == np.float32
     bound = math.sqrt(6.0 / (64 * 9 + 128 * 9))
     assert np.abs(w).max() <= bound
-    assert abs(w.std() - bound / math.sqrt(3)) < 0.02 * bound      # uniform(-a, a) has std a/sqrt(3)
+    assert abs(w.std() - bound / math.sqrt(3)) < 0.02 * bound      # std of U(-a, a): a/sqrt(3)
     assert not b.any()
     again = Conv2d(64, 128, 3, padding=1, rng=0)
     np.testing.assert_array_equal(to_numpy(again.weight), w)   # seeded

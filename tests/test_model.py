@@ -250,7 +250,8 @@ def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng)
     model = SSD(tiny(), rng=0)
     x = rng.normal(size=(2, 3, 128, 128)).astype(np.float32)
     loc, conf = model.forward(x)
-    dloc, dconf = rng.normal(size=loc.shape).astype(np.float32), rng.normal(size=conf.shape).astype(np.float32)
+    dloc = rng.normal(size=loc.shape).astype(np.float32)
+    dconf = rng.normal(size=conf.shape).astype(np.float32)
     assert model.backward(dloc, dconf).shape == x.shape
     full = {k: v.copy() for k, v in model.grads.items()}
     model.forward(x)

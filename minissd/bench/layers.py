@@ -2,7 +2,7 @@
 
     python -m minissd.bench layers [--device cpu|cuda] [--batch 2] [--repeat 3] [--config ssd300]
 
-The conv shapes are derived from the config (the same walk model.py makes): the VGG base
+The conv shapes come from the layer plan (minissd.plan, which model.py builds from): the VGG base
 convs (incl. the dilated conv6 and the 1x1 conv7), the extra layers, and the loc/conf heads.
 Each row times conv2d_forward + conv2d_backward on random float32 data (best of --repeat runs,
 after one warm-up), and, when torch is importable, torch.nn.functional.conv2d forward +
@@ -21,38 +21,15 @@ from . import best_time
 from ..config import get_config
 from ..ops.conv import (conv2d_backward, conv2d_backward_naive, conv2d_forward,
                         conv2d_forward_naive, conv_output_size)
-from ..ops.pool import pool_output_size
+from ..plan import layer_plan
 
 
 def ssd_conv_shapes(config):
-    """Every conv of an SSD network as (name, C, H, W, F, k, stride, padding, dilation)."""
-    shapes, c, size = [], 3, config.image_size
-    sources = []                                  # (channels, size) of each source feature map
-    n_conv = 0
-    for v in config.base:
-        if v in ("M", "C"):
-            size = pool_output_size(size, 2, 2, 0, ceil_mode=(v == "C"))
-            continue
-        n_conv += 1
-        shapes.append((f"base{n_conv}", c, size, size, v, 3, 1, 1, 1))
-        c = v
-        if n_conv == config.l2norm_conv:
-            sources.append((c, size))
-    size = pool_output_size(size, 3, 1, 1)        # pool5
-    d = config.fc_dilation
-    shapes.append(("conv6", c, size, size, config.fc[0], 3, 1, d, d))
-    shapes.append(("conv7", config.fc[0], size, size, config.fc[1], 1, 1, 0, 1))
-    c = config.fc[1]
-    sources.append((c, size))
-    for i, (f, k, s, p) in enumerate(config.extras):
-        shapes.append((f"extras{i}", c, size, size, f, k, s, p, 1))
-        c, size = f, conv_output_size(size, k, s, p)
-        if i % 2 == 1:
-            sources.append((c, size))
-    for i, ((c, size), k) in enumerate(zip(sources, config.mbox)):
-        shapes.append((f"loc{i}", c, size, size, k * 4, 3, 1, 1, 1))
-        shapes.append((f"conf{i}", c, size, size, k * config.num_classes, 3, 1, 1, 1))
-    return shapes
+    """Every conv of an SSD network as (name, C, H, W, F, k, stride, padding, dilation), read
+    from the layer plan (minissd.plan): the base convs, the extra layers, the loc/conf heads."""
+    return [(p.label.split(" (")[0].replace(" head ", ""), p.in_shape[0], p.in_shape[1],
+             p.in_shape[2], p.out_shape[0], p.kernel, p.stride, p.padding, p.dilation)
+            for p in layer_plan(config) if p.kind == "conv"]
 
 
 def _minissd_step(xp, n, shape, rng):
@@ -133,7 +110,8 @@ def main(argv=None):
     shapes = ssd_conv_shapes(config)
     print(f"\n{config.name}: {len(shapes)} convs, batch {args.batch}, float32, forward+backward, "
           f"best of {args.repeat}")
-    head = f"{'layer':<10}{'C':>6}{'HxW':>9}{'F':>6}{'k':>3}{'s':>3}{'p':>3}{'d':>3}{'minissd ms':>12}"
+    head = (f"{'layer':<10}{'C':>6}{'HxW':>9}{'F':>6}{'k':>3}{'s':>3}{'p':>3}{'d':>3}"
+            f"{'minissd ms':>12}")
     print(head + (f"{'torch ms':>10}{'ratio':>7}" if torch else ""))
     total_ours = total_torch = 0.0
     for shape in shapes:

@@ -8,11 +8,13 @@
     --no-torch          skip the PyTorch comparison
     --compare-float64   make the one-off comparison with torch in float64 (both sides)
 
-For each batch: forward time (inference: keep_cache=False), forward+backward time, images/s,
-and on CUDA the peak of CuPy's memory pool. When torch is importable, the same network is
-built in torch.nn with OUR weights copied in; its outputs (and, with backward, its input and
-parameter gradients) are compared with ours once (a correctness check), then it is timed the same way (torch.no_grad for the forward). Thread
-count and cuDNN / TF32 settings are printed, since they change torch's numbers a lot.
+For each batch: forward time (inference: eval mode, keep_cache=False), forward+backward time
+(training mode), images/s, and on CUDA the peak of CuPy's memory pool. When torch is
+importable, the same network is built in torch.nn from the same layer plan (minissd.plan) with
+OUR weights copied in; its outputs (and, with backward, its input and parameter gradients) are
+compared with ours once (a correctness check), then it is timed the same way (torch.no_grad
+for the forward). Thread count and cuDNN / TF32 settings are printed, since they change
+torch's numbers a lot.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .. import backend
 from . import best_time
 from ..config import get_config
 from ..model import SSD
+from ..plan import layer_plan
 
 
 def _cupy_pool():
@@ -37,8 +40,10 @@ def time_ours(model, batch, size, device, repeat, backward):
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
     sync = lambda: backend.synchronize()                            # noqa: E731
+    model.eval()                                  # inference: batch norm's running statistics
     out = {"fwd": best_time(lambda: model.forward(x, keep_cache=False), repeat, sync),
            "fwdbwd": None, "peak_mb": None}
+    model.train()
     if device == "cuda":
         pool = _cupy_pool()
         pool.free_all_blocks()
@@ -58,8 +63,11 @@ def time_ours(model, batch, size, device, repeat, backward):
 # --- the same network in torch.nn ---------------------------------------------------------
 
 def build_torch_ssd(config, torch):
-    """SSD in torch.nn with ssd.pytorch's module names, built from the same SSDConfig."""
+    """SSD in torch.nn with ssd.pytorch's module names, built from the same layer plan
+    (minissd.plan) as minissd's SSD, so the two cannot drift apart: every config works,
+    batch norm included (state dict keys equal minissd's, plus torch's num_batches_tracked)."""
     nn, F = torch.nn, torch.nn.functional
+    plan = layer_plan(config)
 
     class L2Norm(nn.Module):
         def __init__(self, channels, scale):
@@ -70,32 +78,44 @@ def build_torch_ssd(config, torch):
             norm = x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10
             return self.weight.view(1, -1, 1, 1) * x / norm
 
+    class ConvReLU(nn.Conv2d):
+        """A conv with its ReLU fused (minissd's Conv2d(relu=True)): keys stay <name>.weight."""
+        def forward(self, x):
+            return F.relu(super().forward(x))
+
+    def module(p):
+        if p.kind == "conv":
+            cls = ConvReLU if p.relu else nn.Conv2d
+            return cls(p.in_shape[0], p.out_shape[0], p.kernel, p.stride, p.padding, p.dilation)
+        if p.kind == "batchnorm":
+            return nn.BatchNorm2d(p.in_shape[0])
+        if p.kind == "relu":
+            return nn.ReLU()
+        if p.kind == "maxpool":
+            return nn.MaxPool2d(p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
+        if p.kind == "l2norm":
+            return L2Norm(p.in_shape[0], p.init_scale)
+        raise ValueError(f"plan entry {p.name}: unknown kind {p.kind!r}")
+
     class TorchSSD(nn.Module):
         def __init__(self):
             super().__init__()
-            layers, c_in, n_conv = [], 3, 0
-            for v in config.base:
-                if v in ("M", "C"):
-                    layers.append(nn.MaxPool2d(2, 2, ceil_mode=(v == "C")))
-                else:
-                    layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.ReLU(inplace=True)]
-                    c_in, n_conv = v, n_conv + 1
-                    if n_conv == config.l2norm_conv:
-                        self.l2_index, l2_ch = len(layers) - 1, v
-            d = config.fc_dilation
-            layers += [nn.MaxPool2d(3, 1, 1), nn.Conv2d(c_in, config.fc[0], 3, padding=d,
-                                                        dilation=d), nn.ReLU(inplace=True),
-                       nn.Conv2d(config.fc[0], config.fc[1], 1), nn.ReLU(inplace=True)]
-            self.vgg = nn.ModuleList(layers)
-            self.L2Norm = L2Norm(l2_ch, config.l2norm_scale)
-            ins = (config.fc[1],) + tuple(e[0] for e in config.extras[:-1])
-            self.extras = nn.ModuleList(nn.Conv2d(i, o, k, s, p)
-                                        for i, (o, k, s, p) in zip(ins, config.extras))
-            chans = [l2_ch, config.fc[1]] + [e[0] for e in config.extras[1::2]]
-            self.loc = nn.ModuleList(nn.Conv2d(c, k * 4, 3, padding=1)
-                                     for c, k in zip(chans, config.mbox))
-            self.conf = nn.ModuleList(nn.Conv2d(c, k * config.num_classes, 3, padding=1)
-                                      for c, k in zip(chans, config.mbox))
+            vgg = [p for p in plan if p.stage == "vgg"]
+            self.vgg = nn.ModuleList(module(p) for p in vgg)
+            names = [p.name for p in plan]
+            self.l2_index = [p.name for p in vgg].index(names[names.index("L2Norm") - 1])
+            self.L2Norm = module(plan[names.index("L2Norm")])
+            units = {}
+            for p in plan:
+                if p.stage == "extras":
+                    units.setdefault(p.unit, []).append(p)
+            self.extras = nn.ModuleList(module(ps[0]) if len(ps) == 1 else
+                                        nn.Sequential(*(module(p) for p in ps))
+                                        for ps in units.values())
+            self.source_extras = {j for j, ps in enumerate(units.values())
+                                  if any(p.source is not None for p in ps)}
+            self.loc = nn.ModuleList(module(p) for p in plan if p.stage == "loc")
+            self.conf = nn.ModuleList(module(p) for p in plan if p.stage == "conf")
 
         def forward(self, x):
             sources = []
@@ -104,9 +124,9 @@ def build_torch_ssd(config, torch):
                 if i == self.l2_index:
                     sources.append(self.L2Norm(x))
             sources.append(x)
-            for j, conv in enumerate(self.extras):
-                x = F.relu(conv(x), inplace=True)
-                if j % 2 == 1:
+            for j, unit in enumerate(self.extras):
+                x = unit(x)
+                if j in self.source_extras:
                     sources.append(x)
             n = x.shape[0]
             loc = torch.cat([l(s).permute(0, 2, 3, 1).reshape(n, -1) for s, l in
@@ -118,6 +138,15 @@ def build_torch_ssd(config, torch):
     return TorchSSD()
 
 
+def torch_state_dict(model, tmodel, torch):
+    """minissd's state dict as torch tensors for `tmodel` (adds BN's num_batches_tracked)."""
+    state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+    for k, v in tmodel.state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            state[k] = v
+    return state
+
+
 def time_torch(torch, tmodel, batch, size, device, repeat, backward):
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (batch, 3, size, size))
                          .astype(np.float32)).to(device)
@@ -126,7 +155,9 @@ def time_torch(torch, tmodel, batch, size, device, repeat, backward):
     def fwd():
         with torch.no_grad():
             tmodel(x)
+    tmodel.eval()
     out = {"fwd": best_time(fwd, repeat, sync), "fwdbwd": None, "peak_mb": None}
+    tmodel.train()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     if backward:
@@ -141,15 +172,17 @@ def time_torch(torch, tmodel, batch, size, device, repeat, backward):
 
 def compare_with_torch(model, tmodel, torch, size, device, backward):
     """Max |ours - torch| / max |torch| for loc, conf and (with backward) the input gradient
-    and the worst parameter gradient, on one random image and a random upstream gradient.
+    and the worst parameter gradient, on two random images and a random upstream gradient,
+    both models in training mode (batch norm then uses the batch's statistics; torch refuses
+    that for one image, whose 1x1 maps have a single value per channel).
 
     In float32 the gradients of a deep randomly initialised net can differ by ~1e-2 of their
     maximum: a few ReLU inputs lie within rounding of 0 and flip sign between the libraries,
     which reroutes a few gradient entries. --compare-float64 checks both in float64, where
-    they agree to rounding (SSD300: ~1e-14)."""
+    they agree to rounding (SSD300: ~3e-11, measured with two images)."""
     dtype = model.dtype
     rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, (1, 3, size, size)).astype(dtype)
+    x = rng.uniform(-1, 1, (2, 3, size, size)).astype(dtype)
     tx = torch.from_numpy(x).to(device).requires_grad_(backward)
     loc, conf = model.forward(backend.to_device(x, device), keep_cache=backward)
     tl, tc = tmodel(tx)
@@ -165,9 +198,19 @@ def compare_with_torch(model, tmodel, torch, size, device, backward):
         torch.autograd.backward([tl, tc], [torch.from_numpy(dloc).to(device),
                                            torch.from_numpy(dconf).to(device)])
         errs["dx"] = err(dx, tx.grad)
-        tgrads = {n: p.grad for n, p in tmodel.named_parameters()}
-        worst = max(((err(g, tgrads[n]), n) for n, g in model.grads.items()))
+        tgrads = {n: p.grad.detach().cpu().numpy() for n, p in tmodel.named_parameters()}
+        # A conv bias followed by batch norm has a zero gradient (BN subtracts the mean), so
+        # both sides hold rounding noise there: measure those against the largest gradient.
+        plan = layer_plan(model.config)
+        zero = {f"{p.name}.bias" for p, q in zip(plan, plan[1:]) if q.kind == "batchnorm"}
+        scale = max(float(np.abs(g).max()) for g in tgrads.values())
+        worst = max((err(g, torch.from_numpy(tgrads[n])), n) for n, g in model.grads.items()
+                    if n not in zero)
         errs[f"worst param grad ({worst[1]})"] = worst[0]
+        if zero:
+            errs[f"{len(zero)} zero grads (bias before BN), vs largest"] = max(
+                float(np.abs(backend.to_numpy(model.grads[n]) - tgrads[n]).max()) / scale
+                for n in zero)
         tmodel.zero_grad(set_to_none=True)
     return errs
 
@@ -221,7 +264,7 @@ def main(argv=None):
             torch = None
     if torch is not None:
         tmodel = build_torch_ssd(config, torch).to(device)
-        tmodel.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+        tmodel.load_state_dict(torch_state_dict(model, tmodel, torch))
         print(_settings(torch, device))
         if args.compare_float64:
             m64 = SSD(config, rng=0, dtype=np.float64)
@@ -240,7 +283,12 @@ def main(argv=None):
         r = time_ours(model, b, size, device, args.repeat, backward)
         print(f"{'minissd':8}{b:6d} {_fmt(r, b)}")
         if tmodel is not None:
-            rt = time_torch(torch, tmodel, b, size, device, args.repeat, backward)
+            # torch's batch norm refuses one value per channel in training (1x1 maps, batch 1)
+            torch_bwd = backward and not (config.batch_norm and b == 1)
+            rt = time_torch(torch, tmodel, b, size, device, args.repeat, torch_bwd)
             print(f"{'torch':8}{b:6d} {_fmt(rt, b)}   ours/torch fwd {r['fwd'] / rt['fwd']:.2f}x"
-                  + (f", fwd+bwd {r['fwdbwd'] / rt['fwdbwd']:.2f}x" if backward else ""))
+                  + (f", fwd+bwd {r['fwdbwd'] / rt['fwdbwd']:.2f}x" if torch_bwd else ""))
+            if backward and not torch_bwd:
+                print(f"{'':8}(no torch fwd+bwd at batch 1: its batch norm needs more than one "
+                      "value per channel in training)")
     return 0
