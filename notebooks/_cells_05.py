@@ -28,7 +28,7 @@ from minissd.data.synthetic import generate
 from minissd.data.voc import VOCDataset
 from minissd.gradcheck import check_gradients
 from minissd.kernels import hard_negative_mask
-from minissd.kernels.hard_negative import hard_negative_mask_reference
+from minissd.kernels.hard_negative_kernel import hard_negative_mask_reference
 from minissd.loss import multibox_loss_backward, multibox_loss_forward
 from minissd.matching import match_batch
 from minissd.model import SSD
@@ -205,7 +205,7 @@ else:
     np.save(os.path.join(folder, "positive.npy"), positive)
     script = (
         "import os, sys, numpy as np\n"
-        "from minissd.kernels.hard_negative import hard_negative_mask_cuda\n"
+        "from minissd.kernels.hard_negative_kernel import hard_negative_mask_cuda\n"
         "f = sys.argv[1]\n"
         "mask = hard_negative_mask_cuda(np.load(os.path.join(f, 'losses.npy')),\n"
         "                               np.load(os.path.join(f, 'positive.npy')), 3, threads=64)\n"

@@ -28,7 +28,7 @@ from minissd.data.augment import resize
 from minissd.data.synthetic import generate
 from minissd.data.voc import VOCDataset
 from minissd.kernels import batched_nms, iou_matrix, nms
-from minissd.kernels.nms import NMS_BLOCK, nms_reference
+from minissd.kernels.nms_kernel import NMS_BLOCK, nms_reference
 from minissd.matching import match
 from minissd.postprocess import detect
 from minissd.priors import default_boxes
@@ -147,7 +147,7 @@ fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-The real kernels, `nms_mask_kernel` and `nms_reduce_kernel` in `kernels/nms.py`, run on a GPU
+The real kernels, `nms_mask_kernel` and `nms_reduce_kernel` in `kernels/nms_kernel.py`, run on a GPU
 when there is one, else in Numba's CUDA simulator (a fresh process, since the flag is read at
 import):
 """),
@@ -162,7 +162,7 @@ else:
     np.save(os.path.join(folder, "scores.npy"), cand_scores)
     script = (
         "import os, sys, numpy as np\n"
-        "from minissd.kernels.nms import nms_cuda\n"
+        "from minissd.kernels.nms_kernel import nms_cuda\n"
         "f = sys.argv[1]\n"
         "keep = nms_cuda(np.load(os.path.join(f, 'boxes.npy')), np.load(os.path.join(f, 'scores.npy')), float(sys.argv[2]))\n"
         "np.save(os.path.join(f, 'keep.npy'), keep)\n")
