@@ -39,8 +39,8 @@ RADIX_BINS = 256
 
 def _check(conf_loss, positive):
     if conf_loss.ndim != 2 or positive.shape != conf_loss.shape:
-        raise ValueError("kernels/hard_negative_kernel.py hard_negative_mask: conf_loss and positive "
-                         "must both be (N, P); got "
+        raise ValueError("kernels/hard_negative_kernel.py hard_negative_mask: conf_loss and "
+                         "positive must both be (N, P); got "
                          f"{tuple(conf_loss.shape)} and {tuple(positive.shape)}")
 
 

@@ -38,8 +38,9 @@ V2_TILE_A = 8        # ... by 8 threads along a
 def _check(a, b):
     for name, x in (("a", a), ("b", b)):
         if x.ndim != 2 or x.shape[1] != 4:
-            raise ValueError(f"kernels/iou_kernel.py iou_matrix: `{name}` must be (n, 4) corner-form "
-                             f"boxes, got shape {tuple(x.shape)}; reshape it to (-1, 4)")
+            raise ValueError(f"kernels/iou_kernel.py iou_matrix: `{name}` must be (n, 4) "
+                             f"corner-form boxes, got shape {tuple(x.shape)}; reshape it to "
+                             "(-1, 4)")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 
 Boxes are visited by descending score (a stable sort: equal scores, lower index first). A box
 is kept unless a kept box with a higher rank (and, for batched_nms, the same label) overlaps it
-with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou_kernel.py, compared
-in float64 as torchvision does). Kept indices come back in descending score order. Boxes of
+with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou_kernel.py,
+compared in float64 as torchvision does). Kept indices come back in descending score order. Boxes of
 different labels never suppress each other: the label is checked directly, not through
 torchvision's coordinate-offset trick, so results do not depend on coordinate magnitudes.
 
@@ -43,8 +43,8 @@ NMS_BLOCK = 64         # boxes per mask block = bits per uint64 word
 def _check(boxes, scores, labels=None):
     M = scores.shape[0] if scores.ndim == 1 else -1
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.ndim != 1 or boxes.shape[0] != M:
-        raise ValueError("kernels/nms_kernel.py: boxes must be (M, 4) corner form and scores (M,); got "
-                         f"{tuple(boxes.shape)} and {tuple(scores.shape)}")
+        raise ValueError("kernels/nms_kernel.py: boxes must be (M, 4) corner form and scores "
+                         f"(M,); got {tuple(boxes.shape)} and {tuple(scores.shape)}")
     if labels is not None and tuple(labels.shape) != (M,):
         raise ValueError(f"kernels/nms_kernel.py batched_nms: labels must be (M,) = ({M},), got "
                          f"{tuple(labels.shape)}")

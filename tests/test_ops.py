@@ -152,7 +152,8 @@ def test_pool_ceil_75_to_38_forward(xp, rng):
     y, cache = maxpool2d_forward(x, 2, 2, 0, ceil_mode=True)
     assert y.shape == (1, 2, 38, 38) and y.dtype == np.float32
     # the last row/column of windows sees only input row/col 74
-    np.testing.assert_array_equal(_np(y)[:, :, -1, :37], _np(x)[:, :, 74, 0:74].reshape(1, 2, 37, 2).max(-1))
+    np.testing.assert_array_equal(_np(y)[:, :, -1, :37],
+                                  _np(x)[:, :, 74, 0:74].reshape(1, 2, 37, 2).max(-1))
     dx = maxpool2d_backward(xp.ones_like(y), cache)
     assert dx.shape == x.shape and float(dx.sum()) == 38 * 38 * 2
 

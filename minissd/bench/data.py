@@ -5,9 +5,10 @@
 
 Runs on the synthetic set (generated once into the cache) unless --root names a VOC-format
 folder or VOCdevkit. Each row times `--batches` batches from one loader, three times after a
-warm-up run of as many batches (best_time), and reports the best as images per second: with 0 workers everything runs in the calling thread, which is the
-per-core figure; with N workers the thread pool overlaps decoding and resizing (Pillow
-releases the GIL), so the gain over 0 workers is what prefetching buys.
+warm-up run of as many batches (best_time), and reports the best as images per second: with
+0 workers everything runs in the calling thread, which is the per-core figure; with N workers
+the thread pool overlaps decoding and resizing (Pillow releases the GIL), so the gain over 0
+workers is what prefetching buys.
 """
 from __future__ import annotations
 
