@@ -264,6 +264,7 @@ def test_log_softmax_is_stable_and_correct(xp):
 
 
 def test_softmax_cross_entropy_known_answer_and_gradcheck(xp, rng):
+    # the MultiBox loss's confidence term (minissd/loss.py) is this pair of functions
     # uniform logits: the loss is log C for every row
     loss, _ = softmax_cross_entropy_forward(xp.zeros((3, 5)), xp.asarray([0, 2, 4]))
     np.testing.assert_allclose(_np(loss), [np.log(5)] * 3)
