@@ -1,10 +1,11 @@
 """Numba kernels for the three hot, irregular steps of SSD (installed as minissd.kernels).
 
-    iou_matrix(a (A, 4), b (B, 4)) -> (A, B)                        kernels/iou.py
+    iou_matrix(a (A, 4), b (B, 4)) -> (A, B)                    kernels/iou_kernel.py
     hard_negative_mask(conf_loss (N, P), positive (N, P) bool,
-                       neg_pos_ratio) -> (N, P) bool                kernels/hard_negative.py
-    nms(boxes (M, 4), scores (M,), iou_threshold) -> (K,) int64     kernels/nms.py
-    batched_nms(boxes, scores, labels (M,), iou_threshold) -> (K,) int64
+                       neg_pos_ratio) -> (N, P) bool            kernels/hard_negative_kernel.py
+    nms(boxes (M, 4), scores (M,), iou_threshold) -> (K,) int64 kernels/nms_kernel.py
+    batched_nms(boxes, scores, labels (M,), iou_threshold)
+                -> (K,) int64                                   kernels/nms_kernel.py
 
 Each function dispatches on its input's array type: a CuPy array runs the file's CUDA kernel
 on CuPy's current stream, without copying to the host; anything else runs the CPU path (numba
@@ -14,15 +15,16 @@ first used, so importing this package is cheap and works without CUDA.
 Semantics follow torchvision.ops (box_iou, nms, batched_nms), with 0 instead of NaN for the
 IoU of two zero-area boxes. Each file's docstring lists its kernel versions.
 
-The function `nms` shadows the submodule of the same name; reach the files themselves
-(references, CPU and CUDA launchers, ptx_signatures) with
-importlib.import_module("minissd.kernels.nms") and likewise for "iou", "hard_negative".
+Each kernel file is a submodule named after its kernel, so it never collides with the
+function this package exports: the references, CPU and CUDA launchers and ptx_signatures are
+`from minissd.kernels.nms_kernel import nms_reference` (likewise iou_kernel,
+hard_negative_kernel).
 """
 from minissd.backend import is_cupy
 
-from . import hard_negative as _hard_negative
-from . import iou as _iou
-from . import nms as _nms
+from . import hard_negative_kernel as _hard_negative
+from . import iou_kernel as _iou
+from . import nms_kernel as _nms
 
 
 def iou_matrix(a, b):

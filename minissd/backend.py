@@ -123,19 +123,6 @@ def to_device(x, device: str | None = None):
     return to_numpy(x)
 
 
-def scatter_add(target, index, values):
-    """target[index] += values, accumulating repeated indices (np.add.at / cupyx.scatter_add).
-
-    Used only off the hot paths (conv's col2im avoids it with slice-adds).
-    """
-    if is_cupy(target):
-        import cupyx
-        cupyx.scatter_add(target, index, values)
-    else:
-        np.add.at(target, index, values)
-    return target
-
-
 def synchronize(x=None):
     """Wait for the GPU to finish queued work (a no-op on the CPU). For timing only."""
     if _cupy is not None and (x is None or is_cupy(x)):

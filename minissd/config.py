@@ -19,7 +19,6 @@ ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 VOC_CLASS_NAMES = (
@@ -28,7 +27,9 @@ VOC_CLASS_NAMES = (
     "train", "tvmonitor",
 )
 
-# Preprocessing belongs to the weights (DESIGN.md, Conventions).
+# Preprocessing (channel order, scale, mean, std) belongs to the weights, not to the code: it
+# is stored in the config and so in every checkpoint. ssd.pytorch/Caffe weights expect BGR
+# 0..255 minus the mean; torchvision's VGG16 weights expect RGB / 255 with ImageNet mean/std.
 CAFFE_PREPROCESS = {"channel_order": "BGR", "scale": 1.0,
                     "mean": (104.0, 117.0, 123.0), "std": (1.0, 1.0, 1.0)}
 TORCHVISION_PREPROCESS = {"channel_order": "RGB", "scale": 1.0 / 255.0,

@@ -27,13 +27,13 @@ from typing import NamedTuple
 
 from .backend import get_array_module
 from .kernels import hard_negative_mask
-from .ops.softmax import log_softmax
+from .ops.softmax import (SoftmaxCECache, softmax_cross_entropy_backward,
+                          softmax_cross_entropy_forward)
 
 
 class MultiBoxCache(NamedTuple):
     diff: object            # (N, P, 4) loc - loc_t
-    probs: object           # (N, P, C) softmax of conf
-    conf_t: object          # (N, P) int target class per box
+    ce: SoftmaxCECache      # softmax of conf (N, P, C) and the target class conf_t (N, P)
     positive: object        # (N, P) bool, conf_t > 0
     negative: object        # (N, P) bool, the mined hard negatives
     num_pos: object         # 0-d array, max(number of positives in the batch, 1), conf's dtype
@@ -68,10 +68,9 @@ def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, 
     smooth_l1 = xp.where(abs_diff < 1, 0.5 * diff * diff, abs_diff - 0.5)   # (N, P, 4)
     loss_loc = (smooth_l1.sum(axis=-1) * positive).sum()
 
-    # Confidence: cross-entropy of every box against its target class (log-softmax is the
-    # stable one of ops/softmax.py: the row max is subtracted before exp).
-    logp = log_softmax(conf, axis=-1)                                    # (N, P, C)
-    ce = -xp.take_along_axis(logp, conf_t[..., None].astype(xp.int64), axis=-1)[..., 0]  # (N, P)
+    # Confidence: cross-entropy of every box against its target class, -log softmax(conf)[conf_t]
+    # (ops/softmax.py: a stable log-softmax, the row max subtracted before exp).
+    ce, ce_cache = softmax_cross_entropy_forward(conf, conf_t)           # (N, P)
     if negatives is None:
         # On a background box the target class is 0, so ce is its background cross-entropy;
         # the mining ignores positive boxes.
@@ -85,7 +84,7 @@ def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, 
 
     loss = (loss_conf + alpha * loss_loc) / num_pos
     parts = {"loc": xp.asarray(loss_loc / num_pos), "conf": xp.asarray(loss_conf / num_pos)}
-    cache = MultiBoxCache(diff, xp.exp(logp), conf_t, positive, negatives, num_pos, alpha)
+    cache = MultiBoxCache(diff, ce_cache, positive, negatives, num_pos, alpha)
     return xp.asarray(loss), parts, cache
 
 
@@ -99,9 +98,8 @@ def multibox_loss_backward(cache: MultiBoxCache, dloss=1.0):
         dloc:  (N, P, 4), loc's dtype
         dconf: (N, P, C), conf's dtype
     """
-    xp = get_array_module(cache.probs)
-    diff, probs, conf_t = cache.diff, cache.probs, cache.conf_t
-    C = probs.shape[-1]
+    xp = get_array_module(cache.diff)
+    diff = cache.diff
     scale = dloss / cache.num_pos                                        # 0-d
 
     # loss = (loss_conf + alpha * loss_loc) / num_pos
@@ -116,10 +114,9 @@ def multibox_loss_backward(cache: MultiBoxCache, dloss=1.0):
 
     # loss_conf = (ce * selected).sum()
     dce = (cache.positive | cache.negative) * dloss_conf                 # (N, P)
-    # ce = -logp[conf_t], logp = log_softmax(conf)   ->  d/dconf = softmax(conf) - onehot(conf_t)
-    onehot = conf_t[..., None] == xp.arange(C)                           # (N, P, C)
-    dconf = (probs - onehot) * dce[..., None]                            # (N, P, C)
-    return dloc, dconf.astype(probs.dtype, copy=False)
+    # ce = -log softmax(conf)[conf_t]   ->  dconf = (softmax(conf) - onehot(conf_t)) * dce
+    dconf = softmax_cross_entropy_backward(dce, cache.ce)               # (N, P, C)
+    return dloc, dconf
 
 
 def _check_shapes(loc, conf, loc_t, conf_t):

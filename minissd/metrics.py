@@ -134,10 +134,15 @@ def evaluate_detections(detections, ground_truths, num_classes, iou_threshold=0.
         gts.append((boxes, labels, difficult))
 
     I = len(gts)
-    det_image = np.concatenate([np.full(len(d[1]), i) for i, d in enumerate(dets)] + [np.zeros(0, int)])
-    det_boxes = np.concatenate([d[0].reshape(-1, 4) for d in dets] + [np.zeros((0, 4))]).astype(np.float64)
-    det_scores = np.concatenate([d[1].reshape(-1) for d in dets] + [np.zeros(0)]).astype(np.float64)
-    det_labels = np.concatenate([d[2].reshape(-1) for d in dets] + [np.zeros(0, int)]).astype(np.int64)
+    # the trailing empty arrays make concatenate work when there are no detections at all
+    det_image = np.concatenate([np.full(len(d[1]), i) for i, d in enumerate(dets)]
+                               + [np.zeros(0, int)])
+    det_boxes = np.concatenate([d[0].reshape(-1, 4) for d in dets]
+                               + [np.zeros((0, 4))]).astype(np.float64)
+    det_scores = np.concatenate([d[1].reshape(-1) for d in dets]
+                                + [np.zeros(0)]).astype(np.float64)
+    det_labels = np.concatenate([d[2].reshape(-1) for d in dets]
+                                + [np.zeros(0, int)]).astype(np.int64)
 
     out = {"ap": {}, "precision": {}, "recall": {}, "num_gt": {}, "num_det": {}, "ignored": [],
            "metric": "voc07" if use_07_metric else "voc10"}

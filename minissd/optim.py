@@ -1,18 +1,23 @@
-"""SGD with momentum and weight decay, and SSD's learning-rate schedule.
+"""The two optimizers, SGD with momentum and Adam, and SSD's learning-rate schedule.
 
-The update is the Caffe / PyTorch form, for every parameter w with gradient g:
+SGD is SSD's published recipe (ssd300 on VOC); Adam is what the default training run uses
+(`python -m minissd.train`: the `tiny` config from scratch on the synthetic set). SGD's update
+is the Caffe / PyTorch form, for every parameter w with gradient g:
 
     g = g + weight_decay * w          # L2 penalty (weight_decay / 2) * ||w||^2, folded into g
     v = momentum * v + g              # velocity (one buffer per parameter, starts at 0)
     w = w - lr * v
 
-Weight decay applies to EVERY parameter, biases and the L2Norm scale included, as in
-ssd.pytorch and Caffe SSD's solver; this keeps the optimizer free of name rules.
+Adam's (torch.optim.Adam's form, weight decay folded into g the same way) is in its class
+docstring. Weight decay applies to EVERY parameter, biases and the L2Norm scale included, as
+in ssd.pytorch and Caffe SSD's solver; this keeps the optimizers free of name rules.
 
-Parameters are updated in place, so the arrays the model owns (and any view of them) see the
-new values. The optimizer works on NumPy and CuPy alike: its buffers are created with the
-array module of each parameter. Optional gradient clipping rescales all gradients together
-when their global L2 norm exceeds `clip_norm`; it uses array arithmetic only (no host sync).
+Both share one interface: opt.step(model.params(), model.grads, lr), state_dict() and
+load_state_dict(). Parameters are updated in place, so the arrays the model owns (and any view
+of them) see the new values. The optimizers work on NumPy and CuPy alike: their buffers are
+created with the array module of each parameter. Optional gradient clipping rescales all
+gradients together when their global L2 norm exceeds `clip_norm`; it uses array arithmetic
+only (no host sync).
 
 The schedule (`learning_rate`) is a pure function of the step, so a resumed run uses exactly
 the rate an uninterrupted one would.
@@ -43,6 +48,13 @@ def learning_rate(step, base_lr, warmup_steps=0, milestones=(), gamma=0.1, warmu
     return float(lr)
 
 
+def _clip_scale(grads, clip_norm):
+    """min(1, clip_norm / ||g||) over all gradients together, as a 0-d array (no sync)."""
+    xp = get_array_module(grads[0])
+    total = xp.sqrt(sum(xp.sum(g.astype(xp.float64) ** 2) for g in grads))
+    return xp.minimum(1.0, clip_norm / (total + 1e-12)).astype(grads[0].dtype)
+
+
 class SGD:
     """SGD with momentum and weight decay (Caffe / PyTorch form, see the module docstring).
 
@@ -62,7 +74,8 @@ class SGD:
     def step(self, params, grads, lr):
         """One update of every parameter in `params` with learning rate `lr` (a float)."""
         params = list(params)
-        scale = self._clip_scale([grads[name] for name, _ in params]) if self.clip_norm else None
+        scale = (_clip_scale([grads[name] for name, _ in params], self.clip_norm)
+                 if self.clip_norm else None)
         for name, w in params:
             if name not in grads:
                 raise KeyError(f"optim.SGD.step: no gradient for parameter {name!r}; "
@@ -83,18 +96,13 @@ class SGD:
             # w = w - lr * v
             w -= lr * v
 
-    def _clip_scale(self, grads):
-        """min(1, clip_norm / ||g||) over all gradients together, as a 0-d array (no sync)."""
-        xp = get_array_module(grads[0])
-        total = xp.sqrt(sum(xp.sum(g.astype(xp.float64) ** 2) for g in grads))
-        return xp.minimum(1.0, self.clip_norm / (total + 1e-12)).astype(grads[0].dtype)
-
     def state_dict(self):
         """{"momentum": 0-d array, "weight_decay": ..., "velocity.<name>": numpy array, ...}.
 
         All values are NumPy arrays, so the dict goes straight into an .npz checkpoint.
         """
-        state = {"momentum": np.asarray(self.momentum), "weight_decay": np.asarray(self.weight_decay)}
+        state = {"momentum": np.asarray(self.momentum),
+                 "weight_decay": np.asarray(self.weight_decay)}
         for name, v in self.velocity.items():
             state["velocity." + name] = to_numpy(v).copy()   # a copy, never the live buffer
         return state
@@ -147,7 +155,7 @@ class Adam:
     def step(self, params, grads, lr):
         """One update of every parameter in `params` with learning rate `lr` (a float)."""
         params = list(params)
-        scale = (SGD._clip_scale(self, [grads[name] for name, _ in params])
+        scale = (_clip_scale([grads[name] for name, _ in params], self.clip_norm)
                  if self.clip_norm else None)
         self.t += 1
         c1, c2 = 1 - self.beta1 ** self.t, 1 - self.beta2 ** self.t

@@ -93,4 +93,5 @@ def _check(config):
             raise ValueError(
                 f"config {name!r}: mbox[{k}] = {m} but aspect_ratios[{k}] = {tuple(ratios)} "
                 f"gives {boxes_per_location(ratios)} boxes per location (2 + 2 per ratio); set "
-                f"mbox[{k}] = {boxes_per_location(ratios)} or change the ratios (minissd/config.py)")
+                f"mbox[{k}] = {boxes_per_location(ratios)} or change the ratios "
+                "(minissd/config.py)")

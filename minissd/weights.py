@@ -10,7 +10,8 @@ onto our own harmless functions (table `_SAFE_GLOBALS`) and refuses everything e
 
 Two on-disk layouts exist:
     zip (torch >= 1.6)   <prefix>/data.pkl       the object pickle; a tensor's storage is a
-                                                 persistent id ("storage", type, key, location, numel)
+                                                 persistent id ("storage", type, key,
+                                                 location, numel)
                          <prefix>/data/<key>     raw bytes of each storage
                          <prefix>/byteorder      "little" or "big" (absent in old files: little)
     legacy (< 1.6)       five pickles in a row: magic number, protocol version, sys_info

@@ -56,13 +56,15 @@ vgg_min, vgg_max = cfg.scales()
 pap_min, pap_max = paper.scales()
 names = ["conv4_3", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
 
-header = f"{'k':>2} {'source':>9} {'f_k':>4} {'step':>5} | {'paper s_k':>9} {'s_k prime':>9} | {'VGG s_k':>8} {'s_k prime':>9} | {'B_k':>3} {'boxes':>6}"
+header = (f"{'k':>2} {'source':>9} {'f_k':>4} {'step':>5} | {'paper s_k':>9} {'s_k prime':>9} | "
+          f"{'VGG s_k':>8} {'s_k prime':>9} | {'B_k':>3} {'boxes':>6}")
 print(header)
 print("-" * len(header))
 for k, (name, f, step, b) in enumerate(zip(names, cfg.feature_maps, cfg.steps, cfg.mbox)):
     ps, pp = pap_min[k] / 300, np.sqrt(pap_min[k] * pap_max[k]) / 300
     vs, vp = vgg_min[k] / 300, np.sqrt(vgg_min[k] * vgg_max[k]) / 300
-    print(f"{k + 1:>2} {name:>9} {f:>4} {step:>5} | {ps:>9.3f} {pp:>9.3f} | {vs:>8.3f} {vp:>9.3f} | {b:>3} {f * f * b:>6}")
+    print(f"{k + 1:>2} {name:>9} {f:>4} {step:>5} | {ps:>9.3f} {pp:>9.3f} | "
+          f"{vs:>8.3f} {vp:>9.3f} | {b:>3} {f * f * b:>6}")
 """),
 ("code", r"""
 # Check: the formula gives 0.2, 0.34, ..., 0.9, and the config's sizes are the VOC model's.
@@ -75,7 +77,8 @@ assert tuple(vgg_min) == (30, 60, 111, 162, 213, 264)
 Map $k$ has $f_k^2$ locations and $B_k = 2 + 2\,|\text{ratios}_k|$ boxes per location
 (two squares, then a wide and a tall box per ratio), so
 
-$$P = \sum_k f_k^2 B_k = 38^2\cdot4 + 19^2\cdot6 + 10^2\cdot6 + 5^2\cdot6 + 3^2\cdot4 + 1^2\cdot4 = 8732.$$
+$$P = \sum_k f_k^2 B_k
+     = 38^2\cdot4 + 19^2\cdot6 + 10^2\cdot6 + 5^2\cdot6 + 3^2\cdot4 + 1^2\cdot4 = 8732.$$
 """),
 ("code", r"""
 counts = [f * f * boxes_per_location(r) for f, r in zip(cfg.feature_maps, cfg.aspect_ratios)]
@@ -126,7 +129,8 @@ ds = VOCDataset(root, splits=("train",))
 idx = int(np.argmax([len(ds[n].boxes) for n in range(len(ds))]))   # the busiest image
 sample = ds[idx]
 image = resize(sample.image, 300)
-print("image", sample.image_id, image.shape, "objects:", [ds.class_names[l - 1] for l in sample.labels])
+print("image", sample.image_id, image.shape,
+      "objects:", [ds.class_names[l - 1] for l in sample.labels])
 
 fig, axes = plt.subplots(2, 3, figsize=(13, 9))
 for k, ax in enumerate(axes.ravel()):

@@ -60,7 +60,8 @@ w = rng.standard_normal((3, 2, 3, 3))                               # (F, C, KH,
 y_mat = (w.reshape(3, -1) @ cols[0]).reshape(1, 3, 2, 2)            # (N, F, Ho, Wo)
 y_naive, _ = conv2d_forward_naive(x, w, None)
 assert np.allclose(y_mat, y_naive)
-assert np.array_equal(cols[0][:, 0], np.concatenate([x[0, 0, :3, :3].ravel(), x[0, 1, :3, :3].ravel()]))
+assert np.array_equal(cols[0][:, 0],
+                      np.concatenate([x[0, 0, :3, :3].ravel(), x[0, 1, :3, :3].ravel()]))
 """),
 ("md", r"""
 **Backward.** With $Y = W_{mat}\,\text{cols} + b$ (per image):
@@ -96,7 +97,8 @@ ceil mode gives $\lceil 36.5 \rceil + 1 = 38$, which is why conv4_3 is 38x38. Th
 hangs over the edge; the missing cells count as $-\infty$ so they never win.
 """),
 ("code", r"""
-print("75 -> floor", pool_output_size(75, 2, 2), " ceil", pool_output_size(75, 2, 2, ceil_mode=True))
+print("75 -> floor", pool_output_size(75, 2, 2),
+      " ceil", pool_output_size(75, 2, 2, ceil_mode=True))
 assert pool_output_size(75, 2, 2, ceil_mode=True) == 38 and pool_output_size(75, 2, 2) == 37
 
 x5 = np.arange(25, dtype=np.float64).reshape(1, 1, 5, 5)
@@ -120,7 +122,8 @@ for kernel, stride, padding, ceil_mode in [(2, 2, 0, True), (2, 2, 0, False), (3
     dx = maxpool2d_backward(dy, cache)
     errors = check_gradients(lambda: maxpool2d_forward(x, kernel, stride, padding, ceil_mode)[0],
                              {"x": x}, {"x": dx}, dout=dy)
-    print(f"pool {kernel}/{stride} pad {padding} ceil {ceil_mode}: y {y.shape}, rel error {errors['x']:.1e}")
+    print(f"pool {kernel}/{stride} pad {padding} ceil {ceil_mode}: y {y.shape}, "
+          f"rel error {errors['x']:.1e}")
     assert errors["x"] < 1e-7
 """),
 ("md", r"""
@@ -160,7 +163,8 @@ assert max(errors.values()) < 1e-7
 
 y, cache = relu_forward(x)
 dy = rng.standard_normal(y.shape)
-errors = check_gradients(lambda: relu_forward(x)[0], {"x": x}, {"x": relu_backward(dy, cache)}, dout=dy)
+errors = check_gradients(lambda: relu_forward(x)[0], {"x": x}, {"x": relu_backward(dy, cache)},
+                         dout=dy)
 print("ReLU rel error", f"{errors['x']:.1e}")
 assert errors["x"] < 1e-7
 
@@ -202,9 +206,12 @@ tb_slow = min(timeit.repeat(lambda: conv2d_backward_naive(dy, c_slow), number=1,
 xp_ = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
 tp_fast = min(timeit.repeat(lambda: maxpool2d_forward(xp_, 2, 2), number=1, repeat=5))
 tp_slow = min(timeit.repeat(lambda: maxpool2d_forward_naive(xp_, 2, 2), number=1, repeat=5))
-print(f"conv forward  naive {t_slow * 1e3:7.1f} ms   im2col {t_fast * 1e3:6.1f} ms   x{t_slow / t_fast:.0f}")
-print(f"conv backward naive {tb_slow * 1e3:7.1f} ms   col2im {tb_fast * 1e3:6.1f} ms   x{tb_slow / tb_fast:.0f}")
-print(f"pool forward  naive {tp_slow * 1e3:7.1f} ms   windows {tp_fast * 1e3:5.1f} ms   x{tp_slow / tp_fast:.0f}")
+print(f"conv forward  naive {t_slow * 1e3:7.1f} ms   im2col {t_fast * 1e3:6.1f} ms   "
+      f"x{t_slow / t_fast:.0f}")
+print(f"conv backward naive {tb_slow * 1e3:7.1f} ms   col2im {tb_fast * 1e3:6.1f} ms   "
+      f"x{tb_slow / tb_fast:.0f}")
+print(f"pool forward  naive {tp_slow * 1e3:7.1f} ms   windows {tp_fast * 1e3:5.1f} ms   "
+      f"x{tp_slow / tp_fast:.0f}")
 """),
 ("md", r"""
 ## Exercises

@@ -28,7 +28,8 @@ from minissd.priors import default_boxes
 cfg = ssd300()
 priors = default_boxes(cfg)                        # (P, 4) center form
 priors_corner = center_to_corner(priors)           # (P, 4) corner form
-root = generate(tempfile.mkdtemp(prefix="minissd-nb04-"), num_train=8, num_val=0, image_size=300, seed=4)
+root = generate(tempfile.mkdtemp(prefix="minissd-nb04-"), num_train=8, num_val=0, image_size=300,
+                seed=4)
 ds = VOCDataset(root, splits=("train",))
 sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))
 image, gt, labels = resize(sample.image, 300), sample.boxes, sample.labels
@@ -59,7 +60,8 @@ for g in range(axes.shape[1]):
     for row, (start, f, nbox, name) in enumerate(((0, 38, 4, "conv4_3"), (5776, 19, 6, "conv7"))):
         heat = overlaps[g, start:start + f * f * nbox:nbox].reshape(f, f)   # box 0 of each cell
         axes[row, g].imshow(heat, vmin=0, vmax=1, cmap="magma")
-        axes[row, g].set_title(f"{ds.class_names[labels[g] - 1]}: {name}, max {heat.max():.2f}", fontsize=9)
+        axes[row, g].set_title(f"{ds.class_names[labels[g] - 1]}: {name}, max {heat.max():.2f}",
+                               fontsize=9)
         axes[row, g].set_axis_off()
 plt.show()
 """),
@@ -81,10 +83,13 @@ assert np.all(conf_t[best_prior] == labels)        # every object has its best b
 assert np.array_equal(conf_t > 0, above | np.isin(np.arange(len(priors)), best_prior))
 
 fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
-viz.draw_boxes(image, center_to_corner(priors[best_prior]), labels=labels, ax=axes[0], linestyle="--")
-viz.draw_boxes(None, gt * 300, labels=labels, class_names=ds.class_names, ax=axes[0], normalized=False, linewidth=3)
+viz.draw_boxes(image, center_to_corner(priors[best_prior]), labels=labels, ax=axes[0],
+               linestyle="--")
+viz.draw_boxes(None, gt * 300, labels=labels, class_names=ds.class_names, ax=axes[0],
+               normalized=False, linewidth=3)
 axes[0].set_title("step 1: each object's best default box (dashed)")
-viz.draw_matches(image, gt, priors, conf_t, gt_labels=labels, class_names=ds.class_names, ax=axes[1])
+viz.draw_matches(image, gt, priors, conf_t, gt_labels=labels, class_names=ds.class_names,
+                 ax=axes[1])
 plt.show()
 """),
 ("md", r"""
@@ -104,7 +109,8 @@ assert best < 0.5 and (conf_small > 0).sum() == 1
 A positive default box $p = (p_{cx}, p_{cy}, p_w, p_h)$ matched to ground truth $g$ is trained
 to predict
 
-$$t_{cx} = \frac{g_{cx} - p_{cx}}{v_0\, p_w}, \quad t_{cy} = \frac{g_{cy} - p_{cy}}{v_0\, p_h}, \quad
+$$t_{cx} = \frac{g_{cx} - p_{cx}}{v_0\, p_w}, \quad
+  t_{cy} = \frac{g_{cy} - p_{cy}}{v_0\, p_h}, \quad
 t_w = \frac{\log(g_w / p_w)}{v_1}, \quad t_h = \frac{\log(g_h / p_h)}{v_1}$$
 
 with variances $(v_0, v_1) = (0.1, 0.2)$. Dividing by the variances scales the offsets to about

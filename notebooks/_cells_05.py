@@ -4,7 +4,8 @@ CELLS = [
 ("md", r"""
 # 05 · MultiBox loss and hard negative mining
 
-$$L = \frac{1}{N}\left(L_{conf} + \alpha L_{loc}\right), \qquad \alpha = 1,\quad N = \text{number of positives}$$
+$$L = \frac{1}{N}\left(L_{conf} + \alpha L_{loc}\right), \qquad \alpha = 1,\quad
+  N = \text{number of positives}$$
 
 $L_{loc}$ is a smooth L1 loss on the offsets of the positive boxes; $L_{conf}$ is softmax
 cross-entropy over the positives **and the hardest negatives**, three per positive.
@@ -28,7 +29,7 @@ from minissd.data.synthetic import generate
 from minissd.data.voc import VOCDataset
 from minissd.gradcheck import check_gradients
 from minissd.kernels import hard_negative_mask
-from minissd.kernels.hard_negative import hard_negative_mask_reference
+from minissd.kernels.hard_negative_kernel import hard_negative_mask_reference
 from minissd.loss import multibox_loss_backward, multibox_loss_forward
 from minissd.matching import match_batch
 from minissd.model import SSD
@@ -39,7 +40,8 @@ rng = np.random.default_rng(0)
 ("md", r"""
 ## Smooth L1
 
-$$\text{smooth}_{L1}(d) = \begin{cases} 0.5\, d^2 & |d| < 1 \\ |d| - 0.5 & \text{otherwise}\end{cases}
+$$\text{smooth}_{L1}(d) = \begin{cases} 0.5\, d^2 & |d| < 1 \\
+  |d| - 0.5 & \text{otherwise}\end{cases}
 \qquad \frac{\partial}{\partial d} = \text{clip}(d, -1, 1)$$
 
 Quadratic near zero (smooth gradients for small errors), linear far away (a badly placed box
@@ -57,7 +59,8 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 axes[0].plot(d, np.where(np.abs(d) < 1, 0.5 * d ** 2, np.abs(d) - 0.5), label="smooth L1")
 axes[0].plot(d, 0.5 * d ** 2, "--", label="L2 / 2"), axes[0].plot(d, np.abs(d), ":", label="L1")
 axes[0].set_ylim(0, 3), axes[0].legend(), axes[0].set_title("loss of one offset")
-axes[1].plot(d, dloc[0, :, 0] * d.size), axes[1].set_title("its gradient from multibox_loss_backward")
+axes[1].plot(d, dloc[0, :, 0] * d.size)
+axes[1].set_title("its gradient from multibox_loss_backward")
 plt.show()
 expected = np.where(np.abs(d) < 1, 0.5 * d ** 2, np.abs(d) - 0.5).sum()
 assert np.isclose(per_box, expected)
@@ -95,7 +98,8 @@ where the network is most wrong about "background").
 cfg = tiny()
 model = SSD(cfg)
 priors = default_boxes(cfg)
-root = generate(tempfile.mkdtemp(prefix="minissd-nb05-"), num_train=8, num_val=0, image_size=128, seed=5)
+root = generate(tempfile.mkdtemp(prefix="minissd-nb05-"), num_train=8, num_val=0, image_size=128,
+                seed=5)
 ds = VOCDataset(root, splits=("train",))
 sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))   # the busiest image
 image = resize(sample.image, cfg.image_size)
@@ -105,14 +109,17 @@ loc_t, conf_t = match_batch([sample.boxes], [sample.labels], priors)
 loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
 num_pos, num_neg = int(cache.positive.sum()), int(cache.negative.sum())
 print(f"loss {float(loss):.3f} (loc {float(parts['loc']):.3f}, conf {float(parts['conf']):.3f}); "
-      f"{num_pos} positives, {num_neg} hard negatives of {priors.shape[0] - num_pos} background boxes")
+      f"{num_pos} positives, {num_neg} hard negatives of {priors.shape[0] - num_pos} "
+      "background boxes")
 assert num_neg == min(3 * num_pos, priors.shape[0] - num_pos)
 
 fig, ax = plt.subplots(figsize=(6, 6))
-viz.draw_boxes(image, center_to_corner(priors[cache.negative[0]]), ax=ax, color="tab:red", linewidth=1)
+viz.draw_boxes(image, center_to_corner(priors[cache.negative[0]]), ax=ax, color="tab:red",
+               linewidth=1)
 viz.draw_boxes(None, center_to_corner(priors[cache.positive[0]]) * cfg.image_size, ax=ax,
                color="lime", normalized=False, linewidth=1.5, linestyle="--")
-viz.draw_boxes(None, sample.boxes * cfg.image_size, ax=ax, color="white", normalized=False, linewidth=2.5)
+viz.draw_boxes(None, sample.boxes * cfg.image_size, ax=ax, color="white", normalized=False,
+               linewidth=2.5)
 ax.set_title(f"{num_pos} positives (green), {num_neg} hard negatives (red)")
 plt.show()
 """),
@@ -122,8 +129,10 @@ plt.show()
 With the mined set held fixed (the mask is a piecewise-constant choice, not differentiated), the
 gradients are
 
-$$\frac{\partial L}{\partial \text{loc}_p} = \frac{[p \in Pos]}{N}\,\text{clip}(\text{loc}_p - t_p, -1, 1), \qquad
-\frac{\partial L}{\partial \text{conf}_p} = \frac{[p \in Pos \cup Neg]}{N}\,(\hat c_p - \text{onehot}(y_p)).$$
+$$\frac{\partial L}{\partial \text{loc}_p}
+  = \frac{[p \in Pos]}{N}\,\text{clip}(\text{loc}_p - t_p, -1, 1), \qquad
+\frac{\partial L}{\partial \text{conf}_p}
+  = \frac{[p \in Pos \cup Neg]}{N}\,(\hat c_p - \text{onehot}(y_p)).$$
 """),
 ("code", r"""
 N, P, C = 2, 40, 4
@@ -205,7 +214,7 @@ else:
     np.save(os.path.join(folder, "positive.npy"), positive)
     script = (
         "import os, sys, numpy as np\n"
-        "from minissd.kernels.hard_negative import hard_negative_mask_cuda\n"
+        "from minissd.kernels.hard_negative_kernel import hard_negative_mask_cuda\n"
         "f = sys.argv[1]\n"
         "mask = hard_negative_mask_cuda(np.load(os.path.join(f, 'losses.npy')),\n"
         "                               np.load(os.path.join(f, 'positive.npy')), 3, threads=64)\n"

@@ -28,7 +28,7 @@ from minissd.data.augment import resize
 from minissd.data.synthetic import generate
 from minissd.data.voc import VOCDataset
 from minissd.kernels import batched_nms, iou_matrix, nms
-from minissd.kernels.nms import NMS_BLOCK, nms_reference
+from minissd.kernels.nms_kernel import NMS_BLOCK, nms_reference
 from minissd.matching import match
 from minissd.postprocess import detect
 from minissd.priors import default_boxes
@@ -38,7 +38,8 @@ rng = np.random.default_rng(0)
 ("md", r"""
 ## Decoding
 
-$$\hat g_{cx} = p_{cx} + \ell_{cx}\, v_0\, p_w, \quad \hat g_{cy} = p_{cy} + \ell_{cy}\, v_0\, p_h, \quad
+$$\hat g_{cx} = p_{cx} + \ell_{cx}\, v_0\, p_w, \quad
+  \hat g_{cy} = p_{cy} + \ell_{cy}\, v_0\, p_h, \quad
 \hat g_w = p_w\, e^{\ell_w v_1}, \quad \hat g_h = p_h\, e^{\ell_h v_1}$$
 
 One default box $(0.5, 0.5, 0.2, 0.2)$ and a few predicted offsets: $\ell_{cx} = 2.5$ moves it
@@ -81,7 +82,8 @@ scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32)
 classes = np.array([1, 1, 1, 2, 1])
 print("IoU matrix:\n", iou_matrix(boxes, boxes).round(2))
 kept = batched_nms(boxes, scores, classes, 0.45)
-print("batched_nms keeps", [ "ABCDE"[i] for i in kept], "  nms keeps", ["ABCDE"[i] for i in nms(boxes, scores, 0.45)])
+print("batched_nms keeps", ["ABCDE"[i] for i in kept],
+      "  nms keeps", ["ABCDE"[i] for i in nms(boxes, scores, 0.45)])
 assert kept.tolist() == [0, 2, 3]
 assert nms(boxes, scores, 0.45).tolist() == [0, 2]
 assert np.isclose(iou(boxes[:1], boxes[1:2])[0, 0], 0.38 ** 2 / (2 * 0.16 - 0.38 ** 2), atol=1e-5)
@@ -117,7 +119,8 @@ suppresses &= np.triu(np.ones((M, M), bool), k=1)             # only later boxes
 W = math.ceil(M / NMS_BLOCK)
 padded = np.zeros((M, W * NMS_BLOCK), bool)
 padded[:, :M] = suppresses
-words = np.packbits(padded.reshape(M, W, NMS_BLOCK), axis=-1, bitorder="little").view(np.uint64)[..., 0]  # (M, W)
+bits = np.packbits(padded.reshape(M, W, NMS_BLOCK), axis=-1, bitorder="little")   # (M, W, 8)
+words = bits.view(np.uint64)[..., 0]                          # (M, W): 64 bits per word
 
 removed = np.zeros(W, np.uint64)                              # 3. the reduce
 keep = []
@@ -141,13 +144,14 @@ im = axes[1].imshow(popcount, aspect="auto", cmap="viridis", interpolation="near
 axes[1].set_title("mask words (bits set)"), axes[1].set_xlabel("word"), axes[1].set_xticks(range(W))
 fig.colorbar(im, ax=axes[1])
 viz.draw_boxes(None, cand, ax=axes[2], color="lightgray", linewidth=0.8)
-viz.draw_boxes(None, cand[kept_bitmask], scores=cand_scores[kept_bitmask], ax=axes[2], color="tab:red")
+viz.draw_boxes(None, cand[kept_bitmask], scores=cand_scores[kept_bitmask], ax=axes[2],
+               color="tab:red")
 axes[2].set_xlim(0, 1), axes[2].set_ylim(1, 0), axes[2].set_title(f"kept {len(keep)} of {M}")
 fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-The real kernels, `nms_mask_kernel` and `nms_reduce_kernel` in `kernels/nms.py`, run on a GPU
+The real kernels, `nms_mask_kernel` and `nms_reduce_kernel` in `kernels/nms_kernel.py`, run on a GPU
 when there is one, else in Numba's CUDA simulator (a fresh process, since the flag is read at
 import):
 """),
@@ -162,16 +166,18 @@ else:
     np.save(os.path.join(folder, "scores.npy"), cand_scores)
     script = (
         "import os, sys, numpy as np\n"
-        "from minissd.kernels.nms import nms_cuda\n"
+        "from minissd.kernels.nms_kernel import nms_cuda\n"
         "f = sys.argv[1]\n"
-        "keep = nms_cuda(np.load(os.path.join(f, 'boxes.npy')), np.load(os.path.join(f, 'scores.npy')), float(sys.argv[2]))\n"
+        "keep = nms_cuda(np.load(os.path.join(f, 'boxes.npy')),\n"
+        "                np.load(os.path.join(f, 'scores.npy')), float(sys.argv[2]))\n"
         "np.save(os.path.join(f, 'keep.npy'), keep)\n")
     run = subprocess.run([sys.executable, "-c", script, folder, str(thr)], capture_output=True,
                          text=True, env=dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), timeout=600)
     assert run.returncode == 0, run.stderr
     kernel_keep = np.load(os.path.join(folder, "keep.npy"))
     where = "CUDA simulator"
-print(f"{where}: kept {len(kernel_keep)}, same as the CPU path: {np.array_equal(kernel_keep, kept_bitmask)}")
+print(f"{where}: kept {len(kernel_keep)}, "
+      f"same as the CPU path: {np.array_equal(kernel_keep, kept_bitmask)}")
 assert np.array_equal(kernel_keep, kept_bitmask)
 """),
 ("md", r"""
@@ -184,7 +190,8 @@ background elsewhere. `detect` must then find each object once.
 ("code", r"""
 cfg = ssd300()
 priors = default_boxes(cfg)
-root = generate(tempfile.mkdtemp(prefix="minissd-nb06-"), num_train=6, num_val=0, image_size=300, seed=6)
+root = generate(tempfile.mkdtemp(prefix="minissd-nb06-"), num_train=6, num_val=0, image_size=300,
+                seed=6)
 ds = VOCDataset(root, splits=("train",))
 sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))
 image, gt, labels = resize(sample.image, 300), sample.boxes, sample.labels
@@ -194,7 +201,8 @@ loc = (loc_t + rng.normal(0, 0.3, loc_t.shape) * (conf_t > 0)[:, None]).astype(n
 conf = np.zeros((P, C), np.float32)
 conf[:, 0] = 7.0                                              # background everywhere ...
 conf[conf_t > 0, 0] = 0.0                                     # ... except on positives,
-conf[np.flatnonzero(conf_t > 0), conf_t[conf_t > 0]] = rng.uniform(3, 7, (conf_t > 0).sum())   # noisy scores
+positives = np.flatnonzero(conf_t > 0)
+conf[positives, conf_t[positives]] = rng.uniform(3, 7, positives.size)   # noisy scores
 
 candidates = decode(loc[conf_t > 0], priors[conf_t > 0])     # what NMS starts from
 (det_boxes, det_scores, det_labels), = detect(loc[None], conf[None], priors)

@@ -34,7 +34,8 @@ def test_corner_center_round_trip(xp):
     b = xp.asarray([[0.1, 0.2, 0.5, 0.6]], dtype=xp.float32)
     c = boxes.corner_to_center(b)
     np.testing.assert_allclose(np.asarray(c.tolist()), [[0.3, 0.4, 0.4, 0.4]], rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(boxes.center_to_corner(c).tolist()), b.tolist(), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(boxes.center_to_corner(c).tolist()), b.tolist(),
+                               rtol=1e-6)
 
 
 def test_iou_by_hand(xp):

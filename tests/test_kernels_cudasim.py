@@ -8,7 +8,6 @@ blocks and the 32-thread scan chunks of the mining kernel.
 
     NUMBA_ENABLE_CUDASIM=1 python tests/test_kernels_cudasim.py iou|nms|mining
 """
-import importlib
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ def _random_boxes(rng, n):
 
 def check_iou(rng):
     from minissd.boxes import iou as reference
-    K = importlib.import_module("minissd.kernels.iou")
+    from minissd.kernels import iou_kernel as K
     a, b = _random_boxes(rng, 9), _random_boxes(rng, 40)
     b[:3] = a[0]                                           # identical boxes
     for version in ("v1", "v2"):
@@ -38,7 +37,7 @@ def check_iou(rng):
 
 
 def check_nms(rng):
-    K = importlib.import_module("minissd.kernels.nms")
+    from minissd.kernels import nms_kernel as K
     for M in (1, 70, 130):
         boxes = _random_boxes(rng, M)
         scores = (rng.integers(0, 10, M) / 10).astype(np.float32)   # ties
@@ -52,7 +51,7 @@ def check_nms(rng):
 
 
 def check_mining(rng):
-    K = importlib.import_module("minissd.kernels.hard_negative")
+    from minissd.kernels import hard_negative_kernel as K
     loss = (rng.integers(0, 20, (4, 150)) / 3).astype(np.float32)     # ties
     loss[:, ::4] *= -1                                                # negative losses
     positive = rng.random((4, 150)) < 0.08

@@ -5,15 +5,14 @@ so a kernel that would not compile on the GPU (a type error, an unsupported call
 array of non-constant size) fails here. The signatures are the ones the launchers use, listed
 by each kernel file's ptx_signatures().
 """
-import importlib
-
 import pytest
 
 cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
 
-KERNEL_FILES = ("iou", "nms", "hard_negative")
-CASES = [case for name in KERNEL_FILES
-         for case in importlib.import_module(f"minissd.kernels.{name}").ptx_signatures()]
+from minissd.kernels import hard_negative_kernel, iou_kernel, nms_kernel  # noqa: E402
+
+KERNEL_FILES = (iou_kernel, nms_kernel, hard_negative_kernel)
+CASES = [case for module in KERNEL_FILES for case in module.ptx_signatures()]
 
 
 @pytest.mark.parametrize("name,pyfunc,signature", CASES, ids=[c[0] for c in CASES])

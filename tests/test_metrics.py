@@ -120,7 +120,8 @@ def test_mismatched_lengths_name_the_problem():
 
 def _devkit_ap(dets, gts, c, use_07):
     """The devkit's voc_eval loop, transcribed plainly (plain IoU, no +1)."""
-    rows = [(s, i, b) for i, (bs, ss, ls) in enumerate(dets) for b, s, l in zip(bs, ss, ls) if l == c]
+    rows = [(s, i, b) for i, (bs, ss, ls) in enumerate(dets)
+            for b, s, l in zip(bs, ss, ls) if l == c]
     rows.sort(key=lambda r: -r[0])
     taken = [np.zeros(len(g["labels"]), bool) for g in gts]
     npos = sum(int(((g["labels"] == c) & ~g["difficult"]).sum()) for g in gts)

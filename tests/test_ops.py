@@ -152,7 +152,8 @@ def test_pool_ceil_75_to_38_forward(xp, rng):
     y, cache = maxpool2d_forward(x, 2, 2, 0, ceil_mode=True)
     assert y.shape == (1, 2, 38, 38) and y.dtype == np.float32
     # the last row/column of windows sees only input row/col 74
-    np.testing.assert_array_equal(_np(y)[:, :, -1, :37], _np(x)[:, :, 74, 0:74].reshape(1, 2, 37, 2).max(-1))
+    np.testing.assert_array_equal(_np(y)[:, :, -1, :37],
+                                  _np(x)[:, :, 74, 0:74].reshape(1, 2, 37, 2).max(-1))
     dx = maxpool2d_backward(xp.ones_like(y), cache)
     assert dx.shape == x.shape and float(dx.sum()) == 38 * 38 * 2
 
@@ -263,6 +264,7 @@ def test_log_softmax_is_stable_and_correct(xp):
 
 
 def test_softmax_cross_entropy_known_answer_and_gradcheck(xp, rng):
+    # the MultiBox loss's confidence term (minissd/loss.py) is this pair of functions
     # uniform logits: the loss is log C for every row
     loss, _ = softmax_cross_entropy_forward(xp.zeros((3, 5)), xp.asarray([0, 2, 4]))
     np.testing.assert_allclose(_np(loss), [np.log(5)] * 3)

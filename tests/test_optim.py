@@ -1,4 +1,5 @@
-"""SGD with momentum / weight decay against hand-computed steps, the LR schedule, state round trip."""
+"""SGD (momentum, weight decay) and Adam against hand-computed steps, gradient clipping, the LR
+schedule, state round trips."""
 import numpy as np
 import pytest
 

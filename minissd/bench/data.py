@@ -4,20 +4,21 @@
                                  [--workers 0 2] [--image-size 160] [--root DIR]
 
 Runs on the synthetic set (generated once into the cache) unless --root names a VOC-format
-folder or VOCdevkit. Each row times `--batches` batches after one warm-up batch, three times,
-and reports the best: with 0 workers everything runs in the calling thread, which is the
-per-core figure; with N workers the thread pool overlaps decoding and resizing (Pillow
-releases the GIL), so the gain over 0 workers is what prefetching buys.
+folder or VOCdevkit. Each row times `--batches` batches from one loader, three times after a
+warm-up run of as many batches (best_time), and reports the best as images per second: with
+0 workers everything runs in the calling thread, which is the per-core figure; with N workers
+the thread pool overlaps decoding and resizing (Pillow releases the GIL), so the gain over 0
+workers is what prefetching buys.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 from ..config import CAFFE_PREPROCESS
+from . import best_time
 from ..data.augment import SSDAugmentation, photometric_distort, pixel_mean
 from ..data.loader import DataLoader
 from ..data.synthetic import ensure_synthetic
@@ -25,16 +26,13 @@ from ..data.voc import VOCDataset
 
 
 def _time_loader(ds, args, workers, transform):
-    best = float("inf")
-    for _ in range(3):
-        loader = DataLoader(ds, args.batch_size, transform, CAFFE_PREPROCESS, seed=0,
-                            num_workers=workers, prefetch=2)
-        it = iter(loader)
-        next(it)                                    # warm-up: threads started, caches hot
-        t0 = time.perf_counter()
-        for _ in range(args.batches):
-            next(it)
-        best = min(best, time.perf_counter() - t0)
+    """Images per second of the loader: the best of 3 runs of args.batches batches."""
+    loader = DataLoader(ds, args.batch_size, transform, CAFFE_PREPROCESS, seed=0,
+                        num_workers=workers, prefetch=2)
+    it = iter(loader)                               # never ends: training iteration
+    try:
+        best = best_time(lambda: [next(it) for _ in range(args.batches)], repeat=3)
+    finally:
         it.close()
     return args.batches * args.batch_size / best
 
@@ -75,12 +73,7 @@ def main(argv=None):
     # The photometric step alone, on one decoded image, in the calling thread.
     image = ds[0].image
     rng = np.random.default_rng(0)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(50):
-            photometric_distort(image, rng)
-        best = min(best, (time.perf_counter() - t0) / 50)
+    best = best_time(lambda: [photometric_distort(image, rng) for _ in range(50)], repeat=3) / 50
     print(f"photometric distortion alone, {image.shape[1]}x{image.shape[0]}: "
           f"{best * 1e3:.2f} ms per image")
     return 0

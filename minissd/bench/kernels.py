@@ -3,8 +3,9 @@
 At SSD300 sizes: IoU of G ground-truth boxes x 8732 default boxes, NMS over 8732 boxes
 (one class, and 20 classes with batched_nms), hard negative mining over a 32 x 8732 batch.
 Every version is first checked against the NumPy reference (minissd.boxes.iou,
-kernels/nms.py nms_reference, kernels/hard_negative.py hard_negative_mask_reference) at a
-smaller size, then timed (best of R runs). torchvision.ops is timed alongside when importable.
+kernels/nms_kernel.py nms_reference, kernels/hard_negative_kernel.py
+hard_negative_mask_reference) at a smaller size, then timed (best of R runs). torchvision.ops
+is timed alongside when importable.
 
   --device cpu   numba CPU paths vs the NumPy references (and torchvision CPU)
   --device cuda  the CUDA kernels on CuPy arrays vs torchvision CUDA ops, and the radix-select
@@ -13,17 +14,15 @@ smaller size, then timed (best of R runs). torchvision.ops is timed alongside wh
 from __future__ import annotations
 
 import argparse
-import importlib
 
 import numpy as np
 
 from minissd import backend
 from minissd.bench import best_time
 from minissd.boxes import iou as iou_reference
-
-iou_k = importlib.import_module("minissd.kernels.iou")
-nms_k = importlib.import_module("minissd.kernels.nms")
-mine_k = importlib.import_module("minissd.kernels.hard_negative")
+from minissd.kernels import hard_negative_kernel as mine_k
+from minissd.kernels import iou_kernel as iou_k
+from minissd.kernels import nms_kernel as nms_k
 
 P = 8732          # SSD300 default boxes
 CLASSES = 20      # VOC object classes

@@ -15,9 +15,9 @@ Fast version (conv2d_forward / conv2d_backward): im2col + one matrix product.
     buffer, laid out so that the product w (F, K) @ cols (N, K, Ho*Wo) -> (N, F, Ho*Wo) is
     already NCHW: no transpose of the (large) output is needed. The inner axis is Wo, so for
     stride 1 the copy reads whole rows of the input.
-  * backward: dw = sum_n dy[n] (F, Ho*Wo) @ cols[n]^T (one product per image), dcols = w^T (K, F) @ dy[n], then col2im
-    adds dcols back onto the padded input with KH*KW strided slice-adds (one per kernel tap);
-    no np.add.at (scatter-add is slow on both devices).
+  * backward: dw = sum_n dy[n] (F, Ho*Wo) @ cols[n]^T (one product per image),
+    dcols = w^T (K, F) @ dy[n], then col2im adds dcols back onto the padded input with KH*KW
+    strided slice-adds (one per kernel tap); no np.add.at (scatter-add is slow on both devices).
   * a 1x1 convolution with stride 1 and no padding needs no im2col: x itself, viewed as
     (N, C, H*W), is the column matrix.
 Naive version (conv2d_forward_naive): loops over output positions, for reading and testing.

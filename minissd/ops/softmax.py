@@ -1,4 +1,5 @@
-"""Softmax, log-softmax and softmax cross-entropy (used by the MultiBox confidence loss).
+"""Softmax, log-softmax and softmax cross-entropy (the MultiBox confidence loss, minissd/loss.py,
+is softmax_cross_entropy_forward/backward; detection uses softmax).
 
 Dimension letters: M rows (e.g. N * P default boxes), C classes (background included).
 The functions accept any leading shape (..., C) with the classes on the last axis.
@@ -66,8 +67,7 @@ def softmax_cross_entropy_backward(dloss, cache: SoftmaxCECache):
     """
     xp = get_array_module(cache.probs)
     probs, labels = cache.probs, cache.labels
-    # loss = -logp[label] = -(logits[label] - logsumexp(logits))
-    dlogits = probs.copy()                                                    # (M, C)
-    xp.put_along_axis(dlogits, labels[..., None],
-                      xp.take_along_axis(dlogits, labels[..., None], axis=-1) - 1, axis=-1)
-    return dlogits * dloss[..., None].astype(dlogits.dtype, copy=False)
+    C = probs.shape[-1]
+    # loss = -logp[label], logp = log_softmax(logits)  ->  d/dlogits = softmax(logits) - onehot
+    onehot = labels[..., None] == xp.arange(C)                                # (M, C) bool
+    return (probs - onehot) * dloss[..., None].astype(probs.dtype, copy=False)  # (M, C)

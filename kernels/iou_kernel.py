@@ -38,8 +38,9 @@ V2_TILE_A = 8        # ... by 8 threads along a
 def _check(a, b):
     for name, x in (("a", a), ("b", b)):
         if x.ndim != 2 or x.shape[1] != 4:
-            raise ValueError(f"kernels/iou.py iou_matrix: `{name}` must be (n, 4) corner-form "
-                             f"boxes, got shape {tuple(x.shape)}; reshape it to (-1, 4)")
+            raise ValueError(f"kernels/iou_kernel.py iou_matrix: `{name}` must be (n, 4) "
+                             f"corner-form boxes, got shape {tuple(x.shape)}; reshape it to "
+                             "(-1, 4)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def iou_matrix_cuda(a, b, version=None):
     if version is None:
         version = "v2" if dtype == np.float32 else "v1"
     if version == "v2" and dtype != np.float32:
-        raise ValueError("kernels/iou.py: iou_kernel_v2 is float32 only; pass version='v1'")
+        raise ValueError("kernels/iou_kernel.py: iou_kernel_v2 is float32 only; pass version='v1'")
     kernel = _kernels[version]
     if version == "v1":
         block = (32, 8)

@@ -39,8 +39,8 @@ RADIX_BINS = 256
 
 def _check(conf_loss, positive):
     if conf_loss.ndim != 2 or positive.shape != conf_loss.shape:
-        raise ValueError("kernels/hard_negative.py hard_negative_mask: conf_loss and positive "
-                         "must both be (N, P); got "
+        raise ValueError("kernels/hard_negative_kernel.py hard_negative_mask: conf_loss and "
+                         "positive must both be (N, P); got "
                          f"{tuple(conf_loss.shape)} and {tuple(positive.shape)}")
 
 
@@ -212,7 +212,7 @@ def hard_negative_mask_cuda(conf_loss, positive, neg_pos_ratio=3, threads=256):
     xp = _launch.get_array_module(conf_loss, positive)
     _check(conf_loss, positive)
     if threads & (threads - 1) or not 32 <= threads <= MAX_THREADS:
-        raise ValueError(f"kernels/hard_negative.py: threads must be a power of two in "
+        raise ValueError(f"kernels/hard_negative_kernel.py: threads must be a power of two in "
                          f"32..{MAX_THREADS}, got {threads}")
     N, P = conf_loss.shape
     positive = xp.ascontiguousarray(positive, dtype=bool)

@@ -5,8 +5,8 @@
 
 Boxes are visited by descending score (a stable sort: equal scores, lower index first). A box
 is kept unless a kept box with a higher rank (and, for batched_nms, the same label) overlaps it
-with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou.py, compared
-in float64 as torchvision does). Kept indices come back in descending score order. Boxes of
+with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou_kernel.py,
+compared in float64 as torchvision does). Kept indices come back in descending score order. Boxes of
 different labels never suppress each other: the label is checked directly, not through
 torchvision's coordinate-offset trick, so results do not depend on coordinate magnitudes.
 
@@ -43,10 +43,10 @@ NMS_BLOCK = 64         # boxes per mask block = bits per uint64 word
 def _check(boxes, scores, labels=None):
     M = scores.shape[0] if scores.ndim == 1 else -1
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.ndim != 1 or boxes.shape[0] != M:
-        raise ValueError("kernels/nms.py: boxes must be (M, 4) corner form and scores (M,); got "
-                         f"{tuple(boxes.shape)} and {tuple(scores.shape)}")
+        raise ValueError("kernels/nms_kernel.py: boxes must be (M, 4) corner form and scores "
+                         f"(M,); got {tuple(boxes.shape)} and {tuple(scores.shape)}")
     if labels is not None and tuple(labels.shape) != (M,):
-        raise ValueError(f"kernels/nms.py batched_nms: labels must be (M,) = ({M},), got "
+        raise ValueError(f"kernels/nms_kernel.py batched_nms: labels must be (M,) = ({M},), got "
                          f"{tuple(labels.shape)}")
 
 
@@ -247,16 +247,15 @@ def _descending_order(xp, scores):
 
 
 def nms_cuda(boxes, scores, iou_threshold):
-    """NMS with the CUDA bitmask kernels -> kept indices (K,) int64 on boxes' device."""
-    xp, boxes, scores, labels = _prepare_cuda(boxes, scores, None)
-    if scores.shape[0] == 0:
-        return xp.empty(0, dtype=np.int64)
-    order = _descending_order(xp, scores)
-    return order[_greedy_cuda(boxes, order, labels, iou_threshold)].astype(np.int64)
+    """NMS with the CUDA bitmask kernels -> kept indices (K,) int64 on boxes' device
+    (batched_nms_cuda with one label for all boxes)."""
+    return batched_nms_cuda(boxes, scores, None, iou_threshold)
 
 
 def batched_nms_cuda(boxes, scores, labels, iou_threshold):
-    """Per-label NMS with the CUDA bitmask kernels (a label test inside the mask kernel)."""
+    """Per-label NMS with the CUDA bitmask kernels (a label test inside the mask kernel) ->
+    kept indices (K,) int64 in descending score order, on boxes' device. labels None: one
+    label for all boxes (plain NMS)."""
     xp, boxes, scores, labels = _prepare_cuda(boxes, scores, labels)
     if scores.shape[0] == 0:
         return xp.empty(0, dtype=np.int64)
