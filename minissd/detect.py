@@ -14,6 +14,9 @@ import sys
 import numpy as np
 
 from . import backend
+from .data.voc import DataError, load_image
+from .inference import CheckpointError, load_model, predict
+from .priors import default_boxes
 
 
 def build_parser():
@@ -33,16 +36,16 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from .data.voc import DataError, load_image
-    from .evaluate import load_model, predict
-    from .priors import default_boxes
-    from .viz import draw_boxes, save_figure
+    from .viz import draw_boxes, new_axes, save_figure   # imported here: matplotlib is slow
 
     backend.set_device(args.device)
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
         raise SystemExit(f"minissd.detect: image not found: {', '.join(missing)}")
-    model, config, _ = load_model(args.checkpoint)
+    try:
+        model, config, _ = load_model(args.checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f"minissd.detect: {e}") from None
     priors = backend.xp().asarray(default_boxes(config))
     os.makedirs(args.out, exist_ok=True)
     names = config.class_names
@@ -61,7 +64,6 @@ def main(argv=None):
             print(f"  {names[int(l) - 1]:<12s} {float(s):.3f}  "
                   f"{b[0]:.1f} {b[1]:.1f} {b[2]:.1f} {b[3]:.1f}")
         scale = max(4.0, 6.0 * max(w, h) / 400)
-        from .viz import new_axes
         ax = new_axes(figsize=(scale * w / max(w, h), scale * h / max(w, h)))
         draw_boxes(image, boxes, labels, scores, names, ax=ax)
         dest = os.path.join(args.out, os.path.splitext(os.path.basename(path))[0] + ".png")

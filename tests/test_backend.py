@@ -72,6 +72,7 @@ def test_wheel_contains_kernels_subpackage(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "minissd/kernels/__init__.py" in names
     assert "minissd/backend.py" in names and "minissd/ops/__init__.py" in names
+    assert "minissd/training/loop.py" in names and "minissd/data/choice.py" in names
 
 
 def test_kernels_importable_as_subpackage():

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from minissd import train
+from minissd.training import loop
+from minissd.training.step import forward_backward
 from minissd.config import SSDConfig
 from minissd.model import SSD
 from minissd.optim import SGD
 from minissd.priors import default_boxes
+from minissd.training.settings import TINY_ON_SYNTHETIC, TrainSettings
 from minissd.weights import load_checkpoint
 
 SMALL = ["--num-train", "12", "--num-val", "6", "--batch-size", "4", "--workers", "1",
@@ -47,7 +50,7 @@ def test_overfits_one_small_batch(rng):
     opt = SGD(momentum=0.9, weight_decay=0.0)
     losses = []
     for step in range(80):
-        loss, _, _ = train.forward_backward(model, priors, (x, boxes, labels), cfg)
+        loss, _, _ = forward_backward(model, priors, (x, boxes, labels), cfg)
         opt.step(model.params(), model.grads, 3e-2)
         losses.append(float(loss))
     assert np.isfinite(losses).all()
@@ -114,7 +117,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert train.main(SMALL + ["--iters", "3", "--out", str(full)]) == 0
-    real = train.forward_backward
+    real = loop.forward_backward
     calls = []
 
     def interrupted(*a, **k):          # Ctrl-C arrives while step 3 computes its gradients
@@ -123,13 +126,13 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "forward_backward", interrupted)
+    monkeypatch.setattr(loop, "forward_backward", interrupted)
     assert train.main(SMALL + ["--iters", "3", "--out", str(cut)]) == 130
     err = capsys.readouterr().err
     assert "saved the state after step 2" in err and "--resume" in err
     _, meta = _params(cut / "last.npz")
     assert meta["step"] == 2
-    monkeypatch.setattr(train, "forward_backward", real)
+    monkeypatch.setattr(loop, "forward_backward", real)
     assert train.main(["--resume", str(cut / "last.npz"), "--no-progress", "--workers", "1",
                        "--device", "cpu"]) == 0
     a, _ = _params(full / "last.npz")
@@ -140,7 +143,7 @@ def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     out = tmp_path / "nan"
-    real = train.forward_backward
+    real = loop.forward_backward
     calls = []
 
     def poisoned(model, *a, **k):      # step 3 sees a NaN weight, as after a blow-up
@@ -149,7 +152,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
             dict(model.params())["vgg.0.weight"][0, 0, 0, 0] = np.nan
         return real(model, *a, **k)
 
-    monkeypatch.setattr(train, "forward_backward", poisoned)
+    monkeypatch.setattr(loop, "forward_backward", poisoned)
     code = train.main(SMALL + ["--iters", "4", "--ckpt-every", "2", "--out", str(out)])
     assert code == 3
     err = capsys.readouterr().err
@@ -162,12 +165,24 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 def test_settings_follow_the_setting():
     p = train.build_parser()
     tiny = train.resolve_settings(p.parse_args([]))
-    assert tiny["config"] == "tiny" and tiny["voc_root"] is None and tiny["clip_norm"] == 10.0
-    assert train.resolve_settings(p.parse_args(["--clip-norm", "3"]))["clip_norm"] == 3.0
+    assert tiny == TINY_ON_SYNTHETIC
+    assert tiny.config == "tiny" and tiny.voc_root is None and tiny.clip_norm == 10.0
+    assert train.resolve_settings(p.parse_args(["--clip-norm", "3"])).clip_norm == 3.0
     voc = train.resolve_settings(p.parse_args(["--voc-root", "/x", "--config", "ssd300"]))
-    assert (voc["batch_size"], voc["lr"], voc["iters"], voc["milestones"], voc["clip_norm"]) == \
+    assert (voc.batch_size, voc.lr, voc.iters, voc.milestones, voc.clip_norm) == \
         (32, 1e-3, 120000, (80000, 100000), None)
+    assert voc.voc_root == "/x" and voc.optimizer == "sgd"
     short = train.resolve_settings(p.parse_args(["--voc-root", "/x", "--config", "ssd300",
                                                  "--iters", "1200"]))
-    assert short["milestones"] == (800, 1000)
+    assert short.milestones == (800, 1000) and short.warmup == 5
     assert "--pretrained-vgg" in p.format_help() and "--resume" in p.format_help()
+
+
+def test_settings_round_trip_through_a_checkpoint():
+    stored = json.loads(json.dumps(TINY_ON_SYNTHETIC.to_dict()))    # as meta["settings"] holds it
+    assert TrainSettings.from_dict(stored) == TINY_ON_SYNTHETIC
+    # written before --optimizer, --threads and --val-limit existed: what training did then
+    older = {k: v for k, v in stored.items() if k not in ("optimizer", "threads", "val_limit")}
+    old = TrainSettings.from_dict(older)
+    assert (old.optimizer, old.threads, old.val_limit, old.milestones) == \
+        ("sgd", 1, None, (3300, 4000))

@@ -246,7 +246,7 @@ def generate(out_dir, num_train=2000, num_val=500, image_size=160, seed=0, progr
     ids = [f"{j:06d}" for j in range(total)]
     iterator = range(total)
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm          # imported here: only the progress bar needs it
         iterator = tqdm(iterator, desc="synthetic images", unit="img")
     for j in iterator:
         rng = np.random.default_rng(np.random.SeedSequence([seed, j]))

@@ -1,0 +1,97 @@
+"""Inference: a model from a checkpoint, detections for images, VOC mAP on a dataset.
+
+train (its evaluations), evaluate and detect all use these three.
+
+Each image is resized to the config's input size (no augmentation), preprocessed as the weights
+expect (config.preprocess), run through the network in eval mode, and decoded by
+postprocess.detect (softmax, score > 0.01, NMS 0.45, top 200). Boxes are normalised, so the
+network never needs the original image size; the metric compares normalised boxes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from . import backend
+from .config import SSDConfig
+from .data.augment import preprocess, resize
+from .metrics import evaluate_detections, voc_ap
+from .model import SSD
+from .postprocess import detect
+from .priors import default_boxes
+from .weights import load_checkpoint
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing or unusable. The message names the file and the fix."""
+
+
+def load_model(path):
+    """(model, config, meta) from a checkpoint written by minissd.train (on the current device).
+    Errors (CheckpointError) name the file and say what is wrong with it."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: checkpoint not found; pass the last.npz or best.npz "
+                              "that python -m minissd.train wrote")
+    try:
+        arrays, meta = load_checkpoint(path)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable minissd checkpoint ({e})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: the checkpoint has no config in its metadata; it was "
+                              "not written by python -m minissd.train")
+    config = SSDConfig.from_dict(meta["config"])
+    model = SSD(config).to(backend.get_device())
+    try:
+        model.load_state_dict(arrays)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: parameters do not fit the config stored with them "
+                              f"({e})") from None
+    return model, config, meta
+
+
+def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200):
+    """Detections for a list of (H, W, 3) uint8 RGB images of any size.
+
+    returns per image (boxes (K, 4) normalised corners, scores (K,), labels (K,)) as NumPy
+    """
+    xp = backend.xp()
+    batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
+    x = preprocess(xp.asarray(batch), config.preprocess)                   # (N, 3, S, S)
+    was_training = model.training
+    model.eval()                       # batch norm (tiny) uses its running statistics
+    try:
+        loc, conf = model.forward(x, keep_cache=False)                     # (N, P, 4), (N, P, C)
+    finally:
+        model.train(was_training)
+    dets = detect(loc, conf, priors, conf_threshold=conf_threshold,
+                  nms_threshold=nms_threshold, top_k=top_k, variances=config.variances)
+    return [tuple(backend.to_numpy(a) for a in d) for d in dets]
+
+
+def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=False):
+    """VOC07 and VOC10 AP of `model` on `dataset` (a VOCDataset opened with keep_difficult=True).
+
+    returns {"map": VOC07 mAP, "map_voc10": ..., "ap": {c: VOC07 AP}, "ap_voc10": {c: ...},
+             "result": evaluate_detections' full VOC07 result (precision/recall per class),
+             "num_images": n}
+    """
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    priors = backend.xp().asarray(default_boxes(config))
+    detections, truths = [], []
+    starts = range(0, n, batch_size)
+    if progress:
+        from tqdm import tqdm          # imported here: only a progress bar needs it
+        starts = tqdm(starts, desc="evaluate", unit="batch", file=sys.stderr)
+    for s in starts:                                   # batches of images
+        samples = [dataset[i] for i in range(s, min(s + batch_size, n))]
+        detections += predict(model, config, [smp.image for smp in samples], priors)
+        truths += [{"boxes": smp.boxes, "labels": smp.labels, "difficult": smp.difficult}
+                   for smp in samples]
+    r07 = evaluate_detections(detections, truths, config.num_classes, use_07_metric=True)
+    ap10 = {c: (voc_ap(r07["recall"][c], r07["precision"][c], use_07_metric=False)
+                if c not in r07["ignored"] else float("nan")) for c in r07["ap"]}
+    scored = [v for c, v in ap10.items() if c not in r07["ignored"]]
+    return {"map": r07["map"], "map_voc10": float(np.mean(scored)) if scored else float("nan"),
+            "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n}

@@ -1,0 +1,69 @@
+"""Run checkpoints: what last.npz / best.npz hold, reading one back for --resume, and the
+checks that keep a NaN or a half-applied update out of them.
+
+A run checkpoint holds the parameters, the optimizer's state (SGD's momentum buffers or Adam's
+moment estimates and step count), the step, the settings, the config and the data spec, so
+evaluate, detect and --resume need nothing else.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import backend
+from ..inference import CheckpointError
+from ..weights import load_checkpoint, save_checkpoint
+
+FORMAT = "minissd-train-1"       # meta["format"] of a checkpoint written by minissd.train
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss (or a parameter) became NaN or infinite."""
+
+
+def save_run_checkpoint(path, model, opt, step, settings, config, spec, best_map):
+    """Parameters + optimizer + everything needed to rebuild and resume (atomic write)."""
+    meta = {"format": FORMAT, "step": int(step), "config": config.to_dict(),
+            "settings": settings.to_dict(), "data": spec,
+            "loader": {"seed": settings.seed, "next_step": int(step)},
+            "best_map": best_map}
+    save_checkpoint(path, model.state_dict(), meta, opt.state_dict())
+
+
+def load_run_checkpoint(path):
+    """(arrays, meta) of a checkpoint written by minissd.train; CheckpointError otherwise."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    arrays, meta = load_checkpoint(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint written by python -m minissd.train "
+                              "(no training state inside)")
+    return arrays, meta
+
+
+def params_finite(model):
+    """True when every parameter is finite (one host sync per parameter array)."""
+    for _, w in model.params():
+        xp = backend.get_array_module(w)
+        if not bool(xp.isfinite(w).all()):
+            return False
+    return True
+
+
+def checked_save(save, model, path, step):
+    """save(path, step) after checking that no parameter is NaN or infinite."""
+    if not params_finite(model):
+        raise NonFiniteLoss(f"step {step} (a parameter is not finite)")
+    save(path, step)
+
+
+def save_on_interrupt(save, model, last_path, completed, updating):
+    """Ctrl-C: save the state after the last completed step, when it is sound. Returns the
+    message for the user."""
+    hint = f"python -m minissd.train --resume {last_path}"
+    if updating or not params_finite(model):
+        # interrupted in the middle of a parameter update: this state belongs to no step
+        return (f"\nminissd.train: interrupted during an update; nothing saved. Resume from "
+                f"the last checkpoint: {hint}")
+    save(last_path, completed)
+    return (f"\nminissd.train: interrupted; saved the state after step {completed} to "
+            f"{last_path}.\n  resume with: {hint}")

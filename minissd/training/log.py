@@ -1,0 +1,72 @@
+"""What a run reports: metrics.jsonl (one JSON object per log line and per evaluation), the
+progress bar (or plain log lines), and curves.png (loss and mAP)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+class RunLog:
+    """metrics.jsonl in `out` (appended to, so a resumed run continues it), its history in
+    memory for the curves, and a tqdm bar over steps start..total unless progress is False."""
+
+    def __init__(self, out, start, total, progress=True):
+        self.out = out
+        self.path = os.path.join(out, "metrics.jsonl")
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.history = _read_history(self.path)
+        self.bar = None
+        if progress:
+            from tqdm import tqdm          # imported here: only the progress bar needs it
+            self.bar = tqdm(total=total, initial=start, unit="it", dynamic_ncols=True,
+                            file=sys.stderr)
+
+    def write(self, rec):
+        """One record into metrics.jsonl (flushed) and the history."""
+        self.file.write(json.dumps(rec, allow_nan=True) + "\n")
+        self.file.flush()
+        self.history.append(rec)
+
+    def show_losses(self, rec):
+        """A loss record on the progress bar, or as a log line without one."""
+        if self.bar is not None:
+            self.bar.set_postfix({"loss": f"{rec['loss']:.3f}", "loc": f"{rec['loc']:.3f}",
+                                  "conf": f"{rec['conf']:.3f}", "lr": f"{rec['lr']:.2g}",
+                                  "img/s": f"{rec['img_per_s']:.0f}"})
+        else:
+            print(f"step {rec['step']}: loss {rec['loss']:.4f} (loc {rec['loc']:.4f}, "
+                  f"conf {rec['conf']:.4f}) lr {rec['lr']:.3g} "
+                  f"{rec['img_per_s']:.1f} img/s", file=sys.stderr)
+
+    def message(self, msg):
+        """A line of text that does not break the progress bar."""
+        if self.bar is not None:
+            self.bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr)
+
+    def advance(self):
+        """One more step done."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.file.close()
+
+    def plot(self):
+        """curves.png from the history (a failure is reported, never raised)."""
+        from ..viz import plot_training_curves    # imported here: matplotlib is slow to import
+        try:
+            plot_training_curves(self.history, os.path.join(self.out, "curves.png"))
+        except Exception as e:          # a plot must never stop training
+            print(f"minissd.train: could not draw curves.png ({e})", file=sys.stderr)
+
+
+def _read_history(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

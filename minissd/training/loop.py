@@ -1,0 +1,253 @@
+"""The training run: set up, then per step: step (forward, backward, update), log, evaluate,
+save. `run` reads top to bottom; `Trainer` holds the run's state and does each named step.
+
+Exact resume: the batch of step s is a pure function of (seed, s) (data/loader.py's
+DataLoader.batches(start_step)), the model's init a function of the seed, and the learning rate
+a function of s. So on the CPU a run stopped after step k and resumed gives bit-identical
+parameters to one that never stopped.
+
+Stopping: Ctrl-C lets the current step finish, saves last.npz and returns 130 (a second Ctrl-C
+interrupts at once); a NaN or infinite loss stops without saving and returns 3.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import backend
+from ..config import SSDConfig, get_config
+from ..data.choice import CachedDataset, data_spec, make_loader, open_split
+from ..inference import evaluate_model
+from ..optim import learning_rate
+from ..parallel import ThreadedSSD
+from ..priors import default_boxes
+from .build import build_model, build_optimizer, load_pretrained_vgg
+from .checkpoint import (NonFiniteLoss, checked_save, params_finite, save_on_interrupt,
+                         save_run_checkpoint)
+from .log import RunLog
+from .step import forward_backward
+
+
+def run(settings, device="auto", out=None, resume=None, workers=2, progress=True):
+    """Train with `settings` (a TrainSettings) into the folder `out` (default
+    runs/<config>-<data>-<time>). resume: (arrays, meta) of a run checkpoint to continue from.
+    Returns the exit status: 0 done, 130 after Ctrl-C, 3 when the loss became NaN."""
+    trainer = Trainer(settings, device, out, resume, workers, progress)      # set up
+    try:
+        with CtrlC() as ctrl_c:
+            for step, (images, targets) in trainer.batches():
+                trainer.step(step, images, targets)       # forward, backward, update
+                done = step + 1
+                due = trainer.due(done)
+                if due.log:
+                    trainer.log_losses(done)
+                trainer.log.advance()
+                if due.evaluate:
+                    trainer.evaluate(done)
+                if due.save:
+                    trainer.save_last(done)
+                if ctrl_c.pressed and done < settings.iters:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        return trainer.stop_interrupted()
+    except NonFiniteLoss as e:
+        return trainer.stop_non_finite(e)
+    finally:
+        trainer.close_threads()
+    return trainer.finish()
+
+
+class Due(NamedTuple):
+    """What happens after a step: a log line, an evaluation, a checkpoint."""
+    log: bool             # also before every evaluation and checkpoint (the NaN check)
+    evaluate: bool
+    save: bool
+
+
+class Trainer:
+    """One run: its data, model (and thread replicas), optimizer, log, checkpoint paths, the
+    step reached and the best mAP so far."""
+
+    def __init__(self, settings, device, out, resume, workers, progress):
+        s = self.settings = settings
+        self.device = backend.set_device(device)
+        arrays, meta = resume if resume is not None else (None, None)
+        self.start = meta["step"] if meta else 0
+        self.best_map = meta.get("best_map") if meta else None
+        self.spec = meta["data"] if meta else data_spec(s.voc_root, s.config, s.num_train,
+                                                        s.num_val)
+        self.train_set = open_split(self.spec, "train")
+        self.val_set = open_split(self.spec, "val", keep_difficult=True)
+        if meta:
+            self.config = SSDConfig.from_dict(meta["config"])
+        else:
+            self.config = get_config(s.config, class_names=self.train_set.class_names)
+        self.out = out or os.path.join("runs", f"{self.config.name}-{self.spec['kind']}-"
+                                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(self.out, exist_ok=True)
+        self.last_path = os.path.join(self.out, "last.npz")
+        self.best_path = os.path.join(self.out, "best.npz")
+
+        self.model = build_model(self.config, s.seed)
+        self.opt = build_optimizer(s)
+        if meta:
+            self.model.load_state_dict(arrays)
+            if "optim_state" in meta:
+                self.opt.load_state_dict(meta["optim_state"], like=dict(self.model.params()))
+        elif s.pretrained_vgg:
+            self.config.preprocess = load_pretrained_vgg(self.model, s.pretrained_vgg)
+        self.net = self.model
+        if self.device == "cpu" and s.threads > 1:
+            self.net = ThreadedSSD(self.model, s.threads)  # replicas share the parameters
+        self.priors = backend.xp().asarray(default_boxes(self.config))
+        train_set = CachedDataset(self.train_set) if self.spec["kind"] == "synthetic" \
+            else self.train_set
+        self.loader = make_loader(train_set, self.config, s.batch_size, s.augment, s.seed,
+                                  workers)
+
+        print(f"minissd.train: {self.config.name} on {self.spec['kind']} "
+              f"({len(self.train_set)} train / {len(self.val_set)} val images), {self.device}, "
+              f"steps {self.start}..{s.iters}, batch {s.batch_size}, lr {s.lr} -> {self.out}",
+              file=sys.stderr)
+        self.log = RunLog(self.out, self.start, s.iters, progress)
+        # the steps since the last log line: summed (loss, loc, conf) on the device, count
+        self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), \
+            self.start
+        self.completed = self.start  # steps whose parameter update is fully applied
+        self.updating = False        # inside a parameter update (its state belongs to no step)
+        self.lr = None
+
+    # ------------------------------------------------------------------ the steps of run()
+    def batches(self):
+        """(step, (images, targets)) for the steps still to go."""
+        return zip(range(self.start, self.settings.iters), self.loader.batches(self.start))
+
+    def step(self, step, images, targets):
+        """Forward, backward and the optimizer update of one batch."""
+        s = self.settings
+        self.lr = learning_rate(step, s.lr, s.warmup, s.milestones)
+        x = backend.to_device(images) if self.device == "cuda" else images
+        batch = (x, [b for b, _ in targets], [l for _, l in targets])
+        loss, loc_loss, conf_loss = forward_backward(self.net, self.priors, batch, self.config)
+        self.updating = True
+        self.opt.step(self.model.params(), self.net.grads, self.lr)
+        if self.net is not self.model:
+            self.net.sync_buffers()              # average the replicas' batch-norm stats
+        self.updating, self.completed = False, step + 1
+        parts = backend.get_array_module(loss).stack([loss, loc_loss, conf_loss])
+        self.sums = parts if self.sums is None else self.sums + parts
+        self.count += 1
+        if self.device != "cuda" and not math.isfinite(float(loss)):
+            raise NonFiniteLoss(f"step {step + 1}")
+
+    def due(self, done):
+        """What is due after `done` steps (the last step logs, evaluates and saves)."""
+        s, last = self.settings, done == self.settings.iters
+        at_ckpt = bool(s.ckpt_every) and done % s.ckpt_every == 0
+        at_eval = (bool(s.eval_every) and done % s.eval_every == 0) or last
+        return Due(log=done % s.log_every == 0 or last or at_ckpt or at_eval,
+                   evaluate=at_eval, save=at_ckpt or at_eval)
+
+    def log_losses(self, done):
+        """The mean losses since the last log line into metrics.jsonl and the progress bar;
+        the one host sync of the loop, and the NaN check of the steps it covers."""
+        mean = backend.to_numpy(self.sums) / self.count
+        if not np.isfinite(mean).all():
+            raise NonFiniteLoss(f"a step between {self.good_step + 1} and {done}")
+        now = time.perf_counter()
+        rec = {"step": done, "loss": float(mean[0]), "loc": float(mean[1]),
+               "conf": float(mean[2]), "lr": self.lr,
+               "img_per_s": self.count * self.settings.batch_size / max(now - self.t_log, 1e-9)}
+        self.log.write(rec)
+        self.log.show_losses(rec)
+        self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), done
+
+    def evaluate(self, done):
+        """VOC07 / VOC10 mAP on the validation split; a better mAP is saved as best.npz."""
+        t = time.perf_counter()
+        r = evaluate_model(self.model, self.val_set, self.config,
+                           batch_size=self.settings.batch_size, limit=self.settings.val_limit)
+        rec = {"step": done, "map": r["map"], "map_voc10": r["map_voc10"],
+               "ap": {self.config.class_names[c - 1]: v for c, v in r["ap"].items()},
+               "eval_s": time.perf_counter() - t}
+        self.log.write(rec)
+        self.log.plot()
+        self.log.message(f"step {done}: VOC07 mAP {rec['map']:.4f} "
+                         f"(VOC10 {rec['map_voc10']:.4f}) in {rec['eval_s']:.1f}s")
+        if self.best_map is None or rec["map"] > self.best_map:
+            self.best_map = rec["map"]
+            checked_save(self.save, self.model, self.best_path, done)
+        self.t_log = time.perf_counter()        # evaluation time is not training speed
+
+    def save_last(self, done):
+        checked_save(self.save, self.model, self.last_path, done)
+
+    # ------------------------------------------------------------------ helpers and endings
+    def save(self, path, step):
+        """The run checkpoint after `step` steps into `path`."""
+        save_run_checkpoint(path, self.model, self.opt, step, self.settings, self.config,
+                            self.spec, self.best_map)
+
+    def stop_interrupted(self):
+        """After Ctrl-C: save the last completed step when sound; exit status 130."""
+        self.log.close()
+        print(save_on_interrupt(self.save, self.model, self.last_path, self.completed,
+                                self.updating), file=sys.stderr)
+        return 130
+
+    def stop_non_finite(self, e):
+        """After a NaN or infinite loss: nothing more is saved; exit status 3."""
+        self.log.close()
+        kept = self.last_path if os.path.exists(self.last_path) else "(none written yet)"
+        print(f"minissd.train: the loss became NaN or infinite at {e}; training stopped and "
+              f"nothing was saved after it. The last good checkpoint is {kept}. Lower --lr "
+              f"(now {self.settings.lr}), lengthen --warmup or set --clip-norm, then start "
+              f"again or --resume that checkpoint.", file=sys.stderr)
+        return 3
+
+    def close_threads(self):
+        if self.net is not self.model:
+            self.net.close()
+
+    def finish(self):
+        """The end of a complete run: curves, and where everything is; exit status 0."""
+        self.log.close()
+        self.log.plot()
+        print(f"minissd.train: done, {self.settings.iters} steps. Best VOC07 mAP "
+              f"{self.best_map:.4f}\n"
+              f"  checkpoints: {self.last_path}\n"
+              f"               {self.best_path}\n"
+              f"  metrics:     {self.log.path}\n"
+              f"  curves:      {os.path.join(self.out, 'curves.png')}\n"
+              f"  evaluate:    python -m minissd.evaluate --checkpoint {self.best_path}")
+        return 0
+
+
+class CtrlC:
+    """Ctrl-C during training sets `pressed`; the loop finishes its step, saves and exits.
+    A second Ctrl-C interrupts at once (Python's default behaviour is put back)."""
+
+    def __init__(self):
+        self.pressed = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.pressed = True
+        signal.signal(signal.SIGINT, self._old)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False

@@ -1,0 +1,24 @@
+"""One training step's loss and gradients (the optimizer update follows in loop.py):
+
+    loc, conf       = model.forward(images)                             model.py
+    loc_t, conf_t   = match_batch(gt boxes, gt labels, priors)          matching.py
+    loss, parts, c  = multibox_loss_forward(loc, conf, loc_t, conf_t)   loss.py
+    dloc, dconf     = multibox_loss_backward(c)
+    model.backward(dloc, dconf)                                         fills model.grads
+"""
+from __future__ import annotations
+
+from ..loss import multibox_loss_backward, multibox_loss_forward
+from ..matching import match_batch
+
+
+def forward_backward(model, priors, batch, config):
+    """Loss and gradients of one batch (images, [boxes], [labels]): fills model.grads.
+    Returns (loss, loc part, conf part) as 0-d device arrays (no host sync here)."""
+    x, boxes, labels = batch
+    loc, conf = model.forward(x)                                          # (N, P, 4), (N, P, C)
+    loc_t, conf_t = match_batch(boxes, labels, priors, variances=config.variances)
+    loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
+    dloc, dconf = multibox_loss_backward(cache)
+    model.backward(dloc, dconf, need_dx=False)
+    return loss, parts["loc"], parts["conf"]
