@@ -86,9 +86,14 @@ def get_device() -> str:
     return _device
 
 
-def xp():
-    """The array module of the current device (numpy or cupy)."""
+def current_device_xp():
+    """The array module of the current device (set_device): numpy on "cpu", cupy on "cuda".
+    Use it to create new arrays on that device; to compute on given arrays, take their own
+    module with get_array_module(x) instead."""
     return _cupy if _device == "cuda" else np
+
+
+xp = current_device_xp     # the name in DESIGN.md's public API, kept as an alias
 
 
 def get_array_module(*arrays):

@@ -46,7 +46,7 @@ def main(argv=None):
         model, config, _ = load_model(args.checkpoint)
     except CheckpointError as e:
         raise SystemExit(f"minissd.detect: {e}") from None
-    priors = backend.xp().asarray(default_boxes(config))
+    priors = backend.current_device_xp().asarray(default_boxes(config))
     os.makedirs(args.out, exist_ok=True)
     names = config.class_names
     for path in args.images:                   # one image at a time: sizes differ

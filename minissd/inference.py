@@ -56,7 +56,7 @@ def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.
 
     returns per image (boxes (K, 4) normalised corners, scores (K,), labels (K,)) as NumPy
     """
-    xp = backend.xp()
+    xp = backend.current_device_xp()
     batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
     x = preprocess(xp.asarray(batch), config.preprocess)                   # (N, 3, S, S)
     was_training = model.training
@@ -78,7 +78,7 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
              "num_images": n}
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    priors = backend.xp().asarray(default_boxes(config))
+    priors = backend.current_device_xp().asarray(default_boxes(config))
     detections, truths = [], []
     starts = range(0, n, batch_size)
     if progress:

@@ -13,7 +13,7 @@ take far fewer so the notebook runs in about a minute on a CPU), so **its mAP is
 run is one command:
 
 ```
-python -m minissd.train                 # tiny config on the synthetic set: VOC07 mAP 0.91 in 8 min on 2 cores
+python -m minissd.train     # tiny config, synthetic set: VOC07 mAP 0.91 in 8 min on 2 cores
 python -m minissd.train --voc-root VOCdevkit --config ssd300 --pretrained-vgg vgg16.pth
 ```
 """),
@@ -39,7 +39,8 @@ from minissd.postprocess import detect
 from minissd.priors import default_boxes
 
 STEPS, BATCH, LR, WARMUP = 50, 6, 2e-3, 10          # small on purpose: about a minute on 2 cores
-root = generate(tempfile.mkdtemp(prefix="minissd-nb07-"), num_train=160, num_val=40, image_size=128, seed=0)
+root = generate(tempfile.mkdtemp(prefix="minissd-nb07-"), num_train=160, num_val=40,
+                image_size=128, seed=0)
 train_set = VOCDataset(root, splits=("train",))
 val_set = VOCDataset(root, splits=("val",), keep_difficult=True)
 cfg = tiny(class_names=train_set.class_names)
@@ -77,9 +78,11 @@ for step, (images, targets) in zip(range(STEPS), loader):
     loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
     model.backward(*multibox_loss_backward(cache))                        # fills model.grads
     opt.step(model.params(), model.grads, learning_rate(step, LR, WARMUP))
-    records.append({"step": step, "loss": float(loss), "loc": float(parts["loc"]), "conf": float(parts["conf"])})
+    records.append({"step": step, "loss": float(loss), "loc": float(parts["loc"]),
+                    "conf": float(parts["conf"])})
     if step % 10 == 0 or step == STEPS - 1:
-        print(f"step {step:3d}  loss {float(loss):7.3f}  (loc {float(parts['loc']):.3f}, conf {float(parts['conf']):.3f})"
+        print(f"step {step:3d}  loss {float(loss):7.3f}  "
+              f"(loc {float(parts['loc']):.3f}, conf {float(parts['conf']):.3f})"
               f"  {time.perf_counter() - start:5.1f} s")
 losses = np.array([r["loss"] for r in records])
 assert np.isfinite(losses).all()
@@ -105,12 +108,15 @@ detections, ground_truths, images = [], [], []
 for x, infos in EvalLoader(val_set, 20, cfg.image_size, cfg):
     loc, conf = model.forward(x, keep_cache=False)
     detections += detect(loc, conf, priors)
-    ground_truths += [{"boxes": i["boxes"], "labels": i["labels"], "difficult": i["difficult"]} for i in infos]
+    ground_truths += [{"boxes": i["boxes"], "labels": i["labels"], "difficult": i["difficult"]}
+                      for i in infos]
     images += [val_set[i["index"]].image for i in infos]
 result = evaluate_detections(detections, ground_truths, cfg.num_classes)
 for c, ap in result["ap"].items():
-    print(f"{cfg.class_names[c - 1]:>10}  AP {ap:.3f}  ({result['num_gt'][c]} objects, {result['num_det'][c]} detections)")
-print(f"mAP (VOC07 11-point) {result['map']:.3f}  - low on purpose: {STEPS} steps; run python -m minissd.train for the full run")
+    print(f"{cfg.class_names[c - 1]:>10}  AP {ap:.3f}  ({result['num_gt'][c]} objects, "
+          f"{result['num_det'][c]} detections)")
+print(f"mAP (VOC07 11-point) {result['map']:.3f}  - low on purpose: {STEPS} steps; "
+      "run python -m minissd.train for the full run")
 assert 0.0 <= result["map"] <= 1.0
 assert len(detections) == len(val_set)
 """),
@@ -119,7 +125,8 @@ from IPython.display import Image, display
 out = tempfile.mkdtemp(prefix="minissd-nb07-out-")
 records.append({"step": STEPS - 1, "map": result["map"]})   # one evaluation, at the end
 display(Image(viz.save_figure(viz.plot_training_curves(records), f"{out}/curves.png")))
-display(Image(viz.save_figure(viz.plot_pr_curves(result, class_names=cfg.class_names), f"{out}/pr.png")))
+pr = viz.plot_pr_curves(result, class_names=cfg.class_names)
+display(Image(viz.save_figure(pr, f"{out}/pr.png")))
 """),
 ("md", r"""
 ## Detections of the trained model

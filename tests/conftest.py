@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def xp():
     """The array module under test: numpy, or cupy with --device cuda."""
-    return backend.xp()
+    return backend.current_device_xp()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from test_model import micro_config
 
 
 def _random_like(rng, a):
-    return backend.xp().asarray(rng.normal(size=a.shape))
+    return backend.current_device_xp().asarray(rng.normal(size=a.shape))
 
 
 def test_without_batch_norm_the_threads_give_the_single_model_gradient(rng, xp):

@@ -128,7 +128,7 @@ def bench_cpu(rng, repeat):
 
 def bench_cuda(rng, repeat):
     backend.set_device("cuda")
-    cp = backend.xp()
+    cp = backend.current_device_xp()
     torch, ops = torchvision_ops()
     G = 64
     a_np, b_np = random_boxes(rng, G), random_boxes(rng, P)

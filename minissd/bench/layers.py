@@ -79,7 +79,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     backend.set_device(args.device)
-    xp = backend.xp()
+    xp = backend.current_device_xp()
     rng = np.random.default_rng(0)
     sync = backend.synchronize
 

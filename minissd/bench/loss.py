@@ -49,7 +49,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     device = backend.set_device(args.device)
-    xp = backend.xp()
+    xp = backend.current_device_xp()
     config = ssd300()
     priors = xp.asarray(default_boxes(config))
     P, C, N = priors.shape[0], config.num_classes, args.batch

@@ -30,13 +30,13 @@ from ..plan import layer_plan
 
 
 def _cupy_pool():
-    """CuPy's default memory pool (reached through backend.xp(), the only cupy import)."""
-    return backend.xp().get_default_memory_pool()
+    """CuPy's default memory pool (through backend.current_device_xp(): no cupy import)."""
+    return backend.current_device_xp().get_default_memory_pool()
 
 
 def time_ours(model, batch, size, device, repeat, backward):
     """{"fwd": s, "fwdbwd": s or None, "peak_mb": MB or None} for one batch size."""
-    xp = backend.xp()
+    xp = backend.current_device_xp()
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
     sync = lambda: backend.synchronize()                            # noqa: E731

@@ -106,7 +106,7 @@ class Trainer:
         self.net = self.model
         if self.device == "cpu" and s.threads > 1:
             self.net = ThreadedSSD(self.model, s.threads)  # replicas share the parameters
-        self.priors = backend.xp().asarray(default_boxes(self.config))
+        self.priors = backend.current_device_xp().asarray(default_boxes(self.config))
         train_set = CachedDataset(self.train_set) if self.spec["kind"] == "synthetic" \
             else self.train_set
         self.loader = make_loader(train_set, self.config, s.batch_size, s.augment, s.seed,
