@@ -251,6 +251,12 @@ def test_flat_folder_trains_and_evaluate_reuses_the_recorded_split(tmp_path, cap
                           "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["num_images"] == len(val) and set(result["ap"]) == {"bar", "disc"}
+    # --resume continues on the recorded images too (the folder now has one more)
+    assert train.main(["--resume", str(out / "last.npz"), "--iters", "3", "--no-progress",
+                       "--workers", "1", "--device", "cpu"]) == 0
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["step"] == 3 and meta["data"] == spec
+    assert "late_addition" not in spec["train_ids"] + spec["val_ids"]
 
 
 # ---------------------------------------------------------------------------- errors
