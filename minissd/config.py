@@ -147,7 +147,10 @@ def ssd512(num_classes: int = 21, class_names=None) -> SSDConfig:
     )
 
 
-def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
+TINY_IMAGE_SIZE = 128              # the input side tiny() was designed and measured at
+
+
+def tiny(num_classes: int = 7, class_names=None, image_size: int = TINY_IMAGE_SIZE) -> SSDConfig:
     """A narrow SSD for the synthetic set, sized to train from scratch in minutes on 2 CPU cores.
 
     Same topology as SSD300 (VGG-style base with a ceil-mode pool, an L2Norm source, pool5,
@@ -169,9 +172,13 @@ def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
         unit scale, and L2Norm with scale sqrt(C) keeps source 0 at that scale too; 20 made the
         first steps' loss blow up.
     The command line trains it with Adam (minissd.train's tiny setting), not SGD.
+
+    image_size S other than 128 (--image-size): the same layers; the feature-map sizes come
+    from the layer plan (minissd.plan.source_sizes), each step is S / f_k, and the box sizes
+    scale with S / 128, so every default box covers the same share of the image.
     """
     names = _names(num_classes, class_names)
-    return SSDConfig(
+    config = SSDConfig(
         name="tiny", image_size=128, class_names=names,
         base=(8, "M", 16, "M", 32, 32, "C", 48, 48),
         l2norm_conv=4,                               # 32x32 source (stride 4): small objects
@@ -192,19 +199,50 @@ def tiny(num_classes: int = 7, class_names=None) -> SSDConfig:
         # ImageNet mean and std) rather than Caffe's BGR 0..255 minus mean.
         preprocess=dict(TORCHVISION_PREPROCESS),
     )
+    return config if image_size == TINY_IMAGE_SIZE else resized(config, image_size)
+
+
+def resized(config: SSDConfig, image_size: int) -> SSDConfig:
+    """`config` at another input side: feature maps from the layer plan, steps S / f_k, box
+    sizes scaled by S / config.image_size. ValueError when the network does not fit S."""
+    from .plan import source_sizes          # plan.py reads configs; imported where needed
+    if image_size < 16:
+        raise ValueError(f"image size {image_size} is too small; use 64 or more")
+    f = image_size / config.image_size
+    out = dataclasses.replace(config, image_size=int(image_size))
+    try:
+        maps = source_sizes(out)
+    except ValueError as e:
+        raise ValueError(f"the {config.name} network does not fit a {image_size}-pixel "
+                         f"input ({e})") from None
+    if len(maps) != len(config.feature_maps) or min(maps) < 1:
+        raise ValueError(f"the {config.name} network does not fit a {image_size}-pixel "
+                         f"input (feature maps {maps})")
+    return dataclasses.replace(
+        out, feature_maps=tuple(maps), steps=tuple(image_size / m for m in maps),
+        min_sizes=tuple(m * f for m in config.min_sizes),
+        max_sizes=tuple(m * f for m in config.max_sizes))
 
 
 CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny}
 
 
-def get_config(name: str, num_classes: int | None = None, class_names=None) -> SSDConfig:
-    """A named config ("ssd300", "ssd512", "tiny"), optionally with other classes."""
+def get_config(name: str, num_classes: int | None = None, class_names=None,
+               image_size: int | None = None) -> SSDConfig:
+    """A named config ("ssd300", "ssd512", "tiny"), optionally with other classes and (tiny
+    only) another input side."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     kw = {"class_names": class_names}
     if num_classes is not None:
         kw["num_classes"] = num_classes
-    return CONFIGS[name](**kw)
+    config = CONFIGS[name](**kw)
+    if image_size is not None and image_size != config.image_size:
+        if name != "tiny":
+            raise ValueError(f"{name} has a fixed {config.image_size}-pixel input; only "
+                             "tiny takes another --image-size")
+        config = resized(config, image_size)
+    return config
 
 
 def _names(num_classes, class_names):

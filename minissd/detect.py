@@ -7,21 +7,21 @@ For each image: run the network at the config's input size, decode and NMS
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import numpy as np
 
 from . import backend
+from .cli import Parser, fail
 from .data.voc import DataError, load_image
 from .inference import CheckpointError, load_model, predict
 from .priors import default_boxes
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minissd.detect",
-                                description="Draw and print SSD detections for images.")
+    p = Parser("detect", description="Draw and print SSD detections for images, labelled "
+               "with the checkpoint's class names.")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="a last.npz or best.npz written by python -m minissd.train")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
@@ -41,11 +41,11 @@ def main(argv=None):
     backend.set_device(args.device)
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
-        raise SystemExit(f"minissd.detect: image not found: {', '.join(missing)}")
+        fail("detect", f"{', '.join(missing)}: image not found; check the path")
     try:
         model, config, _ = load_model(args.checkpoint)
     except CheckpointError as e:
-        raise SystemExit(f"minissd.detect: {e}") from None
+        fail("detect", str(e))
     priors = backend.current_device_xp().asarray(default_boxes(config))
     os.makedirs(args.out, exist_ok=True)
     names = config.class_names
@@ -53,7 +53,7 @@ def main(argv=None):
         try:
             image = load_image(path)
         except DataError as e:
-            raise SystemExit(f"minissd.detect: {e}") from None
+            fail("detect", str(e))
         boxes, scores, labels = predict(model, config, [image], priors)[0]
         keep = scores >= args.threshold
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

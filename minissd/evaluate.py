@@ -6,8 +6,10 @@ all-point), writes PR curves as a PNG, and with --json prints exactly one JSON l
 
 Without --voc-root it evaluates on the validation split of the data the checkpoint was
 trained on (the synthetic set's parameters are stored in the checkpoint, so the same set is
-found in, or regenerated into, the cache). With --voc-root DIR: a VOCdevkit is evaluated on
-VOC2007 test, one VOC-format folder on its "val" split.
+found in, or regenerated into, the cache; a split made by train is stored as its image ids,
+so the same images are used). With --voc-root DIR: a VOCdevkit is evaluated on VOC2007 test,
+a VOC-format folder or flat export on its validation split (val.txt, valid/, or the one made
+from a hash of the image ids, the same as train made). Classes are the checkpoint's, by name.
 
 Inference (minissd/inference.py): each image is resized to the config's input size (no
 augmentation), preprocessed as the weights expect (config.preprocess), run through the network,
@@ -17,7 +19,6 @@ boxes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import sys
 import time
 
 from . import backend
+from .cli import Parser, fail
 from .data.choice import data_spec, open_split
 from .data.voc import DataError
 # load_model, predict and evaluate_model lived here before minissd.inference; the old names stay
@@ -35,11 +37,13 @@ def _dataset_for(meta, voc_root):
     """The validation dataset: --voc-root's, else the one recorded in the checkpoint."""
     if voc_root is not None:
         spec = data_spec(os.path.abspath(voc_root), meta["config"]["name"])
+        # the model's classes, by name; objects of classes it was not trained on are left out
+        spec.update(classes=list(meta["config"]["class_names"]), drop_other_classes=True)
     else:
         spec = meta.get("data")
         if spec is None:
-            raise DataError("the checkpoint does not say which data it was trained on; "
-                            "pass --voc-root DIR")
+            raise DataError("--checkpoint: the checkpoint does not say which data it was "
+                            "trained on; pass --voc-root DIR")
     return open_split(spec, "val", keep_difficult=True), spec
 
 
@@ -48,13 +52,14 @@ def _nan_to_none(v):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m minissd.evaluate",
-                                description="PASCAL VOC AP / mAP of a minissd checkpoint.")
+    p = Parser("evaluate", description="PASCAL VOC AP / mAP of a minissd checkpoint, per "
+               "class by name.")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="a last.npz or best.npz written by python -m minissd.train")
     p.add_argument("--voc-root", metavar="DIR", help="evaluate on this VOCdevkit (VOC2007 "
-                   "test) or VOC-format folder (val); default: the checkpoint's own "
-                   "validation split")
+                   "test), VOC-format folder or flat export (its validation split: val.txt, "
+                   "valid/, or the hash split train makes); default: exactly the validation "
+                   "images the checkpoint was trained with")
     p.add_argument("--json", action="store_true", help="print one JSON line with the results "
                    "on stdout (the table goes to stderr)")
     p.add_argument("--out", metavar="DIR", help="folder for pr_curves.png (default: next to "
@@ -68,10 +73,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        fail("evaluate", "--batch-size/--limit: must be at least 1")
     try:
         return _evaluate(args)
     except (CheckpointError, DataError) as e:
-        raise SystemExit(f"minissd.evaluate: {e}") from None
+        fail("evaluate", str(e))
 
 
 def _evaluate(args):
@@ -97,7 +104,9 @@ def _evaluate(args):
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
     png = os.path.join(out, "pr_curves.png")
     plot_pr_curves(r["result"], names, png)
-    print(f"{r['num_images']} images in {seconds:.1f}s; PR curves: {png}", file=text_out)
+    skipped = f" ({r['skipped']} unreadable images skipped)" if r["skipped"] else ""
+    print(f"{r['num_images']} images in {seconds:.1f}s{skipped}; PR curves: {png}",
+          file=text_out)
     if args.json:
         print(json.dumps({
             "map": _nan_to_none(r["map"]), "map_voc07": _nan_to_none(r["map"]),

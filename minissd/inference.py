@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import numpy as np
 
 from . import backend
 from .config import SSDConfig
 from .data.augment import preprocess, resize
+from .data.voc import DataError
 from .metrics import evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
@@ -75,7 +77,7 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
 
     returns {"map": VOC07 mAP, "map_voc10": ..., "ap": {c: VOC07 AP}, "ap_voc10": {c: ...},
              "result": evaluate_detections' full VOC07 result (precision/recall per class),
-             "num_images": n}
+             "num_images": n, "skipped": images left out because their files are unreadable}
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     priors = backend.current_device_xp().asarray(default_boxes(config))
@@ -84,8 +86,17 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
     if progress:
         from tqdm import tqdm          # imported here: only a progress bar needs it
         starts = tqdm(starts, desc="evaluate", unit="batch", file=sys.stderr)
+    skipped = 0
     for s in starts:                                   # batches of images
-        samples = [dataset[i] for i in range(s, min(s + batch_size, n))]
+        samples = []
+        for i in range(s, min(s + batch_size, n)):
+            try:
+                samples.append(dataset[i])
+            except DataError as e:         # a bad file is left out, named once, and counted
+                skipped += 1
+                warnings.warn(f"evaluation skips image {i}: {e}", stacklevel=2)
+        if not samples:
+            continue
         detections += predict(model, config, [smp.image for smp in samples], priors)
         truths += [{"boxes": smp.boxes, "labels": smp.labels, "difficult": smp.difficult}
                    for smp in samples]
@@ -94,4 +105,5 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
                 if c not in r07["ignored"] else float("nan")) for c in r07["ap"]}
     scored = [v for c, v in ap10.items() if c not in r07["ignored"]]
     return {"map": r07["map"], "map_voc10": float(np.mean(scored)) if scored else float("nan"),
-            "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n}
+            "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n - skipped,
+            "skipped": skipped}

@@ -1,9 +1,13 @@
 """Train SSD: python -m minissd.train [options]   (python -m minissd.train --help)
 
 With no options it trains the `tiny` config on the synthetic set (generated once, cached), on
-the GPU when one answers, and evaluates VOC07 mAP on the synthetic validation split. With
---voc-root and --config ssd300 the defaults are the published recipe: batch 32, lr 1e-3 with
-warm-up, x0.1 at 80k and 100k, 120k iterations, VOC07+12 trainval, validated on VOC2007 test.
+the GPU when one answers, and evaluates VOC07 mAP on the synthetic validation split.
+--voc-root DIR trains on your own data: a VOCdevkit, a VOC-format folder or a flat
+labelImg/CVAT/Roboflow export (data/folders.py), with the classes found in it. The recipe
+comes from --config (tiny: Adam from scratch; ssd300/ssd512: the published SGD recipe) and
+its length is set in epochs of the data in hand (training/settings.py): --config ssd300 on
+VOC07+12 trainval is the paper's batch 32, lr 1e-3 with warm-up, x0.1 at 80k and 100k, 120k
+iterations, validated on VOC2007 test.
 
 This file is the command line: the flags, and the settings they resolve to
 (training/settings.py's TrainSettings, from its named defaults). The run itself is
@@ -35,46 +39,70 @@ import dataclasses
 import os
 import sys
 
+from .cli import Parser, fail
+from .config import get_config
+from .data.choice import data_spec, open_split
 from .data.voc import DataError
 from .inference import CheckpointError
 from .training.checkpoint import load_run_checkpoint
 from .training.loop import run
-from .training.settings import (SSD300_VOC_RECIPE, TINY_ON_SYNTHETIC,
-                                VOC_RECIPE_ON_2000_SYNTHETIC, TrainSettings, default_settings)
+from .training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY_ON_SYNTHETIC,
+                                VOC_RECIPE_ON_2000_SYNTHETIC, TrainSettings, default_settings,
+                                scheduled)
 
 # The flags whose default is a setting (it depends on --config and the data): when given,
 # they replace that setting of the named defaults.
-SETTING_FLAGS = ("batch_size", "iters", "lr", "optimizer", "warmup", "milestones", "eval_every",
-                 "log_every", "ckpt_every", "num_train", "num_val", "augment", "clip_norm")
+SETTING_FLAGS = ("batch_size", "lr", "optimizer", "eval_every", "log_every", "ckpt_every",
+                 "num_train", "num_val", "augment", "clip_norm")
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m minissd.train",
-        description="Train SSD on the synthetic set (default) or on PASCAL VOC (--voc-root). "
-                    "Defaults marked 'setting' depend on --config and the data: the tiny "
-                    "synthetic run, or the SSD300 VOC recipe.")
+    p = Parser(
+        "train",
+        description="Train SSD on the synthetic set (default) or on your own data (--voc-root). "
+                    "Defaults marked 'setting' come from --config (tiny: Adam from scratch; "
+                    "ssd300/ssd512: the published SGD recipe), with the run's length in "
+                    "epochs of the training images.")
     a = p.add_argument
     a("--voc-root", metavar="DIR",
-      help="a VOCdevkit folder (trains on 2007+2012 trainval, validates on 2007 test) or one "
-           "VOC-format folder (trains on train, validates on val). Without it the synthetic "
-           "set is generated once into the cache and used.")
+      help="your data: a VOCdevkit (trains on 2007+2012 trainval, validates on 2007 test), a "
+           "VOC-format folder (JPEGImages/, Annotations/, ImageSets/Main/train.txt and val.txt "
+           "optional) or a flat labelImg/CVAT/Roboflow export (images and same-stem .xml "
+           "files, side by side or in train/, valid/, test/). Without a validation split, "
+           "about 10%% of the images are set aside by a hash of their names (written to "
+           "<out>/split_val.txt). Without --voc-root the synthetic set is generated once into "
+           "the cache and used.")
+    a("--classes", type=_name_list, metavar="A,B,C",
+      help="train on these classes, in this label order (objects of other classes are "
+           "ignored). Default: labels.txt or classes.txt in --voc-root, else the names found "
+           "in the annotations (VOC's order when they are VOC names).")
     a("--config", default="tiny", choices=("tiny", "ssd300", "ssd512"),
       help="network configuration from minissd/config.py (default: tiny).")
+    a("--image-size", type=int, metavar="S",
+      help="tiny only: the network's input side in pixels (default 128); larger finds smaller "
+           "objects and trains slower (about (S/128)^2).")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
-    tiny, voc = TINY_ON_SYNTHETIC, SSD300_VOC_RECIPE
+    tiny, own, voc = TINY_ON_SYNTHETIC, TINY_ON_OWN_DATA, SSD300_VOC_RECIPE
     a("--batch-size", type=int, help=f"images per step (setting: {tiny.batch_size} tiny, "
-      f"{voc.batch_size} VOC).")
-    a("--iters", type=int, help=f"training steps in total (setting: {tiny.iters} tiny, "
-      f"{voc.iters} VOC). When only this is given, the warm-up and milestones scale with it.")
+      f"{voc.batch_size} ssd300/ssd512).")
+    a("--epochs", type=float, help="passes over the training images (setting: tiny "
+      f"{own.epochs:.2f}, at least {own.min_iters} and at most {own.max_iters} steps; the "
+      f"synthetic run {tiny.iters} steps; ssd300/ssd512 {voc.epochs:.0f} epochs, which is "
+      f"{voc.iters} steps on VOC07+12). The warm-up and milestones scale with the length.")
+    a("--iters", type=int, help="training steps in total, instead of --epochs (the warm-up "
+      "and milestones scale with it).")
     a("--lr", type=float, help=f"base learning rate after warm-up (setting: {tiny.lr:g} "
-      f"tiny, {voc.lr:g} VOC).")
-    a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting).")
+      f"tiny, {voc.lr:g} ssd300/ssd512).")
+    a("--warmup", type=int, help="steps of linear learning-rate warm-up (setting: "
+      f"{_pct(tiny.warmup_fraction)} of the steps tiny, {_pct(voc.warmup_fraction)} "
+      "ssd300/ssd512).")
     a("--milestones", type=_int_list, metavar="S1,S2",
-      help="steps at which the learning rate is multiplied by 0.1 (setting: "
-      + ",".join(map(str, tiny.milestones)) + " tiny, "
-      + ",".join(map(str, voc.milestones)) + " VOC).")
+      help="steps at which the learning rate is multiplied by 0.1 (setting: at "
+      + ", ".join(map(_pct, tiny.milestone_fractions)) + " of the steps tiny ("
+      + ",".join(map(str, tiny.milestones)) + " on the synthetic set), "
+      + ", ".join(map(_pct, voc.milestone_fractions)) + " ssd300/ssd512 ("
+      + ",".join(map(str, voc.milestones)) + " on VOC07+12).")
     a("--optimizer", choices=("sgd", "adam"), help="sgd: SGD with momentum, the SSD recipe; "
       "adam: Adam, which trains the tiny config from scratch much faster (setting: adam tiny, "
       "sgd VOC).")
@@ -101,7 +129,8 @@ def build_parser():
       f"({tiny.num_val}).")
     a("--augment", choices=("full", "light", "flip", "none"), help="full: the SSD recipe "
       "(photometric, expand up to 4x, crop, flip); light: expand up to 1.5x, crop, flip; "
-      "flip: horizontal flips only; none: resize only (setting: flip tiny, full VOC).")
+      "flip: horizontal flips only; none: resize only (setting: flip tiny on the synthetic "
+      f"set, {own.augment} tiny on --voc-root, full ssd300/ssd512).")
     a("--val-limit", type=int, help="evaluate on at most this many validation images (all).")
     a("--threads", type=int, help="CPU only: split each batch over this many threads, each "
       "running the network on its slice (minissd/parallel.py); NumPy runs most of a step on "
@@ -113,6 +142,11 @@ def build_parser():
     return p
 
 
+def _pct(fraction):
+    """A fraction as a percentage in a --help text (argparse needs % doubled)."""
+    return f"{100 * fraction:.2g}%%"
+
+
 def _int_list(text):
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -121,30 +155,46 @@ def _int_list(text):
                                          f"got {text!r}") from None
 
 
-def resolve_settings(args) -> TrainSettings:
-    """This run's settings: the command line where given, else the setting's defaults."""
+def _name_list(text):
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected different class names separated by "
+                                         f"commas, like cat,dog; got {text!r}")
+    return names
+
+
+def resolve_settings(args, num_train=None) -> TrainSettings:
+    """This run's settings: the command line where given, else the setting's defaults, with
+    the schedule for `num_train` training images (default: the synthetic set's size; on
+    --voc-root data without it, the recipe's own step counts)."""
     base = default_settings(args.config, on_voc=args.voc_root is not None)
     given = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
-    if args.iters is not None and args.iters != base.iters:
-        f = args.iters / base.iters     # keep the schedule's shape when only the length changes
-        if args.milestones is None:
-            given["milestones"] = tuple(int(round(m * f)) for m in base.milestones)
-        if args.warmup is None:
-            given["warmup"] = int(round(base.warmup * f))
     s = dataclasses.replace(
         base, **given, threads=base.threads if args.threads is None else args.threads,
         config=args.config, seed=args.seed, momentum=args.momentum,
         weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
-        val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg)
-    if s.threads < 1:
-        raise SystemExit("minissd.train: --threads must be at least 1")
+        val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
+        image_size=args.image_size, classes=args.classes)
     for key in ("batch_size", "iters"):
-        if getattr(s, key) < 1:
-            raise SystemExit(f"minissd.train: --{key.replace('_', '-')} must be at least 1")
+        value = getattr(s if key == "batch_size" else args, key)
+        if value is not None and value < 1:
+            fail("train", f"--{key.replace('_', '-')}: {value} is not a step count; give 1 or "
+                          "more")
+    if args.epochs is not None and args.epochs <= 0:
+        fail("train", f"--epochs: {args.epochs:g} is not positive; give e.g. --epochs 50")
+    n = num_train if num_train is not None else s.num_train
+    if n is not None or args.iters is not None or args.epochs is not None:
+        s = scheduled(s, n or 1, iters=args.iters, epochs=args.epochs)
+    if args.warmup is not None:
+        s = dataclasses.replace(s, warmup=args.warmup)
+    if args.milestones is not None:
+        s = dataclasses.replace(s, milestones=args.milestones)
+    if s.threads < 1:
+        fail("train", "--threads: must be at least 1")
     if s.pretrained_vgg and not args.resume and s.config not in ("ssd300", "ssd512"):
-        raise SystemExit("minissd.train: --pretrained-vgg needs --config ssd300 or ssd512 "
-                         f"(the VGG16 base); {s.config} has another base")
+        fail("train", f"--pretrained-vgg: needs --config ssd300 or ssd512 (the VGG16 base); "
+                      f"{s.config} has another base")
     return s
 
 
@@ -154,24 +204,51 @@ def resume_from(args):
     try:
         checkpoint = load_run_checkpoint(args.resume)
     except CheckpointError as e:
-        raise SystemExit(f"minissd.train: --resume {e}") from None
+        fail("train", f"--resume: {e}")
     settings = TrainSettings.from_dict(checkpoint[1]["settings"])
     if args.iters is not None:
         settings = dataclasses.replace(settings, iters=args.iters)
     return checkpoint, settings
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    settings, checkpoint, out = resolve_settings(args), None, args.out
+def _say(text):
+    print(f"minissd.train: {text}", file=sys.stderr)
+
+
+def prepare(args):
+    """(settings, data spec, checkpoint or None, out) of this run, every check done first."""
     if args.resume:
         checkpoint, settings = resume_from(args)
-        out = out or os.path.dirname(os.path.abspath(args.resume))
+        return settings, checkpoint[1]["data"], checkpoint, \
+            args.out or os.path.dirname(os.path.abspath(args.resume))
+    if args.image_size is not None:
+        try:
+            get_config(args.config, image_size=args.image_size)
+        except ValueError as e:
+            fail("train", f"--image-size: {e}")
+    base = default_settings(args.config, on_voc=args.voc_root is not None)
+    root = None if args.voc_root is None else os.path.abspath(args.voc_root)
+    spec = data_spec(root, args.config, args.num_train or base.num_train,
+                     args.num_val or base.num_val, classes=args.classes,
+                     image_size=args.image_size, report=_say)
+    num_train = None if root is None else len(open_split(spec, "train"))
+    return resolve_settings(args, num_train), spec, None, args.out
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
+        settings, spec, checkpoint, out = prepare(args)
+        n = spec["num_train"] if spec["kind"] == "synthetic" else len(open_split(spec, "train"))
+        if settings.batch_size > n:
+            where = "the synthetic set" if spec["kind"] == "synthetic" else spec["root"]
+            fail("train", f"--batch-size: {settings.batch_size} is larger than the training "
+                          f"set ({n} images in {where}); use --batch-size {n} or less, or add "
+                          "images")
         return run(settings, device=args.device, out=out, resume=checkpoint,
-                   workers=args.workers, progress=not args.no_progress)
+                   workers=args.workers, progress=not args.no_progress, spec=spec)
     except (CheckpointError, DataError) as e:
-        raise SystemExit(f"minissd.train: {e}") from None
+        fail("train", str(e))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,6 @@ def _bad(folder, image_id, image, objects, **kw):
 
 
 @pytest.mark.parametrize("case, objects, kw, message", [
-    ("no_size", [("circle", (1, 1, 5, 5), False)], {"size": False}, "missing <size><width>"),
     ("no_bndbox", [("circle", None, False)], {}, "no <bndbox>"),
     ("unknown", [("dragon", (1, 1, 5, 5), False)], {}, "unknown class 'dragon'"),
     ("inverted", [("circle", (8, 1, 3, 5), False)], {}, "inverted box"),
@@ -170,11 +169,20 @@ def test_bad_annotations_name_the_file(folder, case, objects, kw, message):
     assert f"{case}.xml" in str(e.value)
 
 
-def test_bad_images_name_the_file(folder):
-    ds = _bad(folder, "missing", None, [], wh=(20, 10))
-    with pytest.raises(DataError, match="not found") as e:
-        ds[0]
-    assert "missing.jpg" in str(e.value)
+def test_xml_without_size_takes_the_image_size(folder):
+    ds = _bad(folder, "no_size", Image.new("RGB", (20, 10)), [("circle", (1, 1, 5, 5), False)],
+              size=False)
+    s = ds[0]
+    assert (ds.annotation(0).width, ds.annotation(0).height) == (20, 10)
+    np.testing.assert_allclose(s.boxes, [[0, 0, 4 / 20, 4 / 10]], atol=1e-7)
+
+
+def test_split_file_listing_missing_images_names_file_and_count(folder):
+    _write(folder, "missing", None, [], wh=(20, 10))
+    _split(folder, "train", ["ok", "missing", "gone"])
+    with pytest.raises(DataError, match=r"train\.txt: 2 of its 3 images are missing "
+                                        r"\(missing, gone\)"):
+        VOCDataset(folder, splits=("train",))
 
     _split(folder, "train", ["ok"])
 

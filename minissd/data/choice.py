@@ -1,41 +1,107 @@
-"""Which data a run uses, and how it is fed: the data spec, its splits, the augmentation and
-the training loader.
+"""Which data a run uses, and how it is fed: the data spec, its splits, its classes, the
+augmentation and the training loader.
 
 A data spec is a small JSON dict that says where the images come from:
     {"kind": "synthetic", "num_train", "num_val", "image_size", "seed"}   (generated, cached)
-    {"kind": "voc", "root", "train": [splits], "val": [splits]}          (a VOC folder)
-train stores it in every checkpoint, so evaluate finds the same validation split again.
-Errors are DataError (a ValueError) with a message for the user; each command prints it as
-its own one-line error.
+    {"kind": "voc", "root", "layout", "classes", "drop_other_classes",
+     "train": [splits] or "train_ids": [image ids],
+     "val": [splits] or "val_ids": [image ids]}                           (a --voc-root folder)
+train stores it in every checkpoint, so evaluate and --resume open exactly the same images:
+where the folder gives no validation split, the one made (folders.hash_split) is recorded as
+its image ids. Errors are DataError (a ValueError) with a message for the user; each command
+prints it as its own one-line error.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..config import get_config
 from .augment import SSDAugmentation, pixel_mean
+from .folders import count_classes, find_layout, hash_split, labels_file, order_classes
 from .loader import DataLoader
 from .synthetic import ensure_synthetic
-from .voc import DataError, VOCDataset
+from .voc import DataError, VOCDataset, read_labels_file
 
 SYNTHETIC_DATA_SEED = 0          # the synthetic set is the same whatever --seed is
+# Split files of a VOC-format folder, in order of preference, for training and validation.
+TRAIN_SPLIT_FILES, VAL_SPLIT_FILES = ("train", "trainval"), ("val", "test")
 
 
-def data_spec(voc_root, config_name, num_train=None, num_val=None) -> dict:
+def data_spec(voc_root, config_name, num_train=None, num_val=None, classes=None,
+              image_size=None, report=None) -> dict:
     """The data spec of a run: the synthetic set (voc_root None; num_train / num_val images
-    at config_name's input size) or the VOC folder at voc_root."""
+    at the config's input size) or the --voc-root folder, with its splits (made by hash when
+    the folder has none) and its class names: `classes` when given (objects of other classes
+    are then dropped; DataError when one does not occur), else labels.txt / classes.txt, else
+    VOC's 20 for a VOCdevkit, else the names found in the annotations. report(text) is told
+    the classes found and a made split."""
+    report = report or (lambda text: None)
     if voc_root is None:
-        size = get_config(config_name).image_size
+        size = image_size or get_config(config_name).image_size
         return {"kind": "synthetic", "num_train": num_train, "num_val": num_val,
                 "image_size": size, "seed": SYNTHETIC_DATA_SEED}
-    if os.path.isdir(os.path.join(voc_root, "JPEGImages")):          # one VOC-format folder
-        return {"kind": "voc", "root": voc_root, "train": ["train"], "val": ["val"]}
-    years = [y for y in ("2007", "2012") if os.path.isdir(os.path.join(voc_root, f"VOC{y}"))]
-    if "2007" not in years:
-        raise DataError(f"{voc_root} has neither JPEGImages/ (a VOC-format folder) nor "
-                        "VOC2007/ (a VOCdevkit); point --voc-root at one of them")
-    return {"kind": "voc", "root": voc_root, "train": [f"{y}/trainval" for y in years],
-            "val": ["2007/test"]}
+    spec = _voc_splits(voc_root)
+    if spec.get("split_made"):
+        report(f"{voc_root}: no validation split given; made one from a hash of each image "
+               f"id: {len(spec['train_ids'])} train / {len(spec['val_ids'])} val images")
+    spec["drop_other_classes"] = classes is not None
+    labels = labels_file(voc_root)
+    if classes is None and labels is not None:
+        spec["classes"] = list(read_labels_file(labels))
+        return spec
+    if classes is None and spec["layout"] == "devkit":
+        return spec                                      # VOC's 20 classes (data/voc.py)
+    xmls = [it.xml for part in ("train", "val") for it in open_split(
+        {**spec, "classes": [], "drop_other_classes": True}, part).items]
+    counts = count_classes(xmls)
+    found = ", ".join(f"{n} ({counts[n]})" for n in order_classes(counts)) or "none"
+    if classes is not None:
+        absent = [n for n in classes if counts[n] == 0]
+        if absent:
+            raise DataError(f"--classes: {', '.join(absent)} does not occur in the annotations "
+                            f"under {voc_root}; the classes found there are {found}")
+        spec["classes"] = list(classes)
+        return spec
+    if not counts:
+        raise DataError(f"{voc_root}: no object in any annotation (.xml), so there is nothing "
+                        "to learn; label some images (labelImg, CVAT, ...) or check that the "
+                        "XML files sit next to the images")
+    spec["classes"] = list(order_classes(counts))
+    report(f"classes found in the annotations (objects): {found}")
+    return spec
+
+
+def _voc_splits(root) -> dict:
+    """The "layout" and the train/val part of a --voc-root folder's data spec."""
+    found = find_layout(root)
+    if found is None:
+        VOCDataset(root)                                  # raises the "which layouts" error
+    spec = {"kind": "voc", "root": root, "layout": found.kind}
+    if found.kind == "devkit":
+        years = [y for y in ("2007", "2012") if os.path.isdir(os.path.join(root, f"VOC{y}"))]
+        if "2007" not in years:
+            raise DataError(f"{root}: a VOCdevkit without VOC2007/, which holds the test split "
+                            "validation uses; add VOC2007/ or point --voc-root at a "
+                            "VOC-format folder")
+        return {**spec, "train": [f"{y}/trainval" for y in years], "val": ["2007/test"]}
+    if found.kind == "voc":
+        main = os.path.join(root, "ImageSets", "Main")
+        given = {n for n in TRAIN_SPLIT_FILES + VAL_SPLIT_FILES
+                 if os.path.isfile(os.path.join(main, n + ".txt"))}
+    else:
+        given = set(found.splits)
+    train = next((n for n in TRAIN_SPLIT_FILES if n in given), None)
+    val = next((n for n in VAL_SPLIT_FILES if n in given and n != train), None)
+    if train and val:
+        return {**spec, "train": [train], "val": [val]}
+    pool = [it.image_id for it in VOCDataset(root, splits=(train or "all",), classes=()).items]
+    if len(pool) < 2:
+        raise DataError(f"{root}: {len(pool)} image(s) found; training needs at least two "
+                        "(one to train on, one to validate on)")
+    train_ids, val_ids = hash_split(pool)
+    return {**spec, "train_ids": train_ids, "val_ids": val_ids, "split_made": True}
 
 
 def open_split(spec, split, keep_difficult=False):
@@ -44,7 +110,33 @@ def open_split(spec, split, keep_difficult=False):
         root = ensure_synthetic(spec["num_train"], spec["num_val"], spec["image_size"],
                                 spec["seed"], progress=True)
         return VOCDataset(root, splits=(split,), keep_difficult=keep_difficult)
-    return VOCDataset(spec["root"], splits=tuple(spec[split]), keep_difficult=keep_difficult)
+    classes = spec.get("classes")
+    return VOCDataset(spec["root"], splits=tuple(spec.get(split, ())),
+                      classes=None if classes is None else tuple(classes),
+                      keep_difficult=keep_difficult, ids=spec.get(f"{split}_ids"),
+                      drop_other_classes=spec.get("drop_other_classes", False))
+
+
+def write_split_files(spec, out):
+    """<out>/split_train.txt and split_val.txt: a made split's image ids, one per line."""
+    for part in ("train", "val"):
+        ids = spec.get(f"{part}_ids")
+        if ids is not None:
+            with open(os.path.join(out, f"split_{part}.txt"), "w", encoding="utf-8") as f:
+                f.write("".join(i + "\n" for i in ids))
+
+
+def median_object_side(dataset, image_size, limit=500):
+    """The median side (sqrt(w * h)) of the objects of the first `limit` images, in pixels of
+    the network's image_size input; None when there are none (unreadable XMLs are skipped)."""
+    sides = []
+    for i in range(min(limit, len(dataset))):
+        try:
+            b = dataset.annotation(i).boxes                              # (G, 4)
+        except DataError:
+            continue
+        sides += list(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])) * image_size)
+    return float(np.median(sides)) if sides else None
 
 
 def make_augmentation(kind, config):

@@ -37,6 +37,8 @@ from defusedxml import ElementTree
 from PIL import Image
 
 from ..config import VOC_CLASS_NAMES
+from .folders import (Item, count_classes, find_layout, labels_file,
+                      order_classes)
 
 VOC_CLASSES = VOC_CLASS_NAMES       # the 20 PASCAL VOC classes; label i is VOC_CLASSES[i - 1]
 
@@ -95,36 +97,66 @@ def load_image(path) -> np.ndarray:
                         "split file") from None
 
 
-class VOCDataset:
-    """Images and ground truth of one or more VOC splits.
+def image_size(path) -> tuple:
+    """(width, height) of an image file from its header (no decoding)."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e}); replace "
+                        "the file or remove it") from None
 
-    root:           a VOCdevkit folder (VOC2007/, VOC2012/ inside) or one VOC-format folder
-    splits:         ("2007/trainval", "2012/trainval") for a VOCdevkit, ("train",) for a folder
-    classes:        class names, label order 1..K; None -> labels.txt when present, else VOC's 20
+
+class VOCDataset:
+    """Images and ground truth of one or more splits of a VOCdevkit, a VOC-format folder or a
+    flat export (data/folders.py describes the three layouts).
+
+    root:           a VOCdevkit folder (VOC2007/, VOC2012/ inside), one VOC-format folder, or a
+                    flat export (images and same-stem .xml files, maybe in train/ valid/ test/)
+    splits:         ("2007/trainval", "2012/trainval") for a VOCdevkit; ("train",) for a
+                    folder (ImageSets/Main/train.txt, or a flat export's train/ subfolder);
+                    ("all",) every image of a folder or flat export
+    classes:        class names, label order 1..K; None -> labels.txt (or classes.txt) when
+                    present, else VOC's 20 for a VOCdevkit, else the names in the annotations
+                    (folders.order_classes)
     keep_difficult: keep objects marked difficult (training drops them; evaluation keeps them)
+    ids:            these image ids instead of `splits` (a folder or flat export; a made split)
+    drop_other_classes: objects of classes not in `classes` are dropped instead of being an
+                    error (training on a chosen subset, --classes)
 
     len(ds) images; ds[i] -> Sample; ds.annotation(i) -> Annotation without decoding the image;
     ds.class_names the K names.
     """
 
-    def __init__(self, root, splits=("2007/trainval",), classes=None, keep_difficult=False):
+    def __init__(self, root, splits=("2007/trainval",), classes=None, keep_difficult=False,
+                 ids=None, drop_other_classes=False):
         if isinstance(splits, str):
             splits = (splits,)
         self.root = os.fspath(root)
         self.keep_difficult = keep_difficult
-        self.layout = _detect_layout(self.root)
-        labels_txt = os.path.join(self.root, "labels.txt")
+        self.drop_other_classes = drop_other_classes
+        found = find_layout(self.root)
+        if found is None:
+            raise DataError(_not_a_dataset(self.root))
+        self.layout = "devkit" if found.kind == "devkit" else "folder"
+        self.items = []                     # every image as a folders.Item
+        if ids is not None:
+            self.items = _listed_items(found, list(ids), f"{self.root} (the recorded split)")
+        else:
+            for split in splits:
+                self.items += _split_items(found, split)
         if classes is None:
-            classes = read_labels_file(labels_txt) if os.path.isfile(labels_txt) else VOC_CLASSES
+            path = labels_file(self.root)
+            if path is not None:
+                classes = read_labels_file(path)
+            elif found.kind == "devkit":
+                classes = VOC_CLASSES
+            else:
+                classes = order_classes(count_classes(it.xml for it in self.items))
         self.class_names = tuple(classes)
         self._label_of = {name: i + 1 for i, name in enumerate(self.class_names)}
-        # Every image as (folder holding JPEGImages/ and Annotations/, image id).
-        self.items = []
-        for split in splits:
-            folder, list_file = _split_paths(self.root, self.layout, split)
-            with open(list_file, encoding="utf-8") as f:
-                ids = [line.split()[0] for line in f if line.strip()]
-            self.items += [(folder, i) for i in ids]
         self._annotations = {}              # index -> Annotation, parsed once
         self._clip_warned = False
         self._lock = threading.Lock()
@@ -133,12 +165,11 @@ class VOCDataset:
         return len(self.items)
 
     def image_path(self, i) -> str:
-        folder, image_id = self.items[i]
-        return os.path.join(folder, "JPEGImages", image_id + ".jpg")
+        return self.items[i].image
 
-    def xml_path(self, i) -> str:
-        folder, image_id = self.items[i]
-        return os.path.join(folder, "Annotations", image_id + ".xml")
+    def xml_path(self, i) -> str | None:
+        """The image's XML file; None for a background image without one."""
+        return self.items[i].xml
 
     def annotation(self, i) -> Annotation:
         """Ground truth of image i from its XML (cached); difficult objects dropped unless
@@ -172,9 +203,14 @@ class VOCDataset:
         return Sample(image, ann.boxes, ann.labels, ann.difficult, ann.image_id)
 
     def _parse(self, i) -> Annotation:
-        """Read one XML file into an Annotation, checking every field."""
+        """Read one XML file into an Annotation, checking every field. An image without an
+        XML is a background image (no objects); an XML without <size> takes the image's."""
         path = self.xml_path(i)
-        image_id = self.items[i][1]
+        image_id = self.items[i].image_id
+        if path is None:
+            width, height = image_size(self.image_path(i))
+            return Annotation(np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                              np.zeros(0, bool), image_id, width, height)
         try:
             tree = ElementTree.parse(path)
         except FileNotFoundError:
@@ -186,6 +222,8 @@ class VOCDataset:
         root = tree.getroot()
         width = _int_field(root, "size/width", path)
         height = _int_field(root, "size/height", path)
+        if width is None or height is None or (width == 0 and height == 0):
+            width, height = image_size(self.image_path(i))     # no <size>: the image's own
         if width <= 0 or height <= 0:
             raise DataError(f"{path}: <size> is {width}x{height}; width and height must be > 0")
 
@@ -194,6 +232,8 @@ class VOCDataset:
         for k, obj in enumerate(root.iter("object")):
             name = (obj.findtext("name") or "").strip()
             if name not in self._label_of:
+                if self.drop_other_classes:
+                    continue            # a class this run does not train on
                 raise DataError(
                     f"{path}: object {k} has unknown class {name!r}; known classes are "
                     f"{', '.join(self.class_names)}. Add it to labels.txt or pass classes=")
@@ -238,18 +278,51 @@ class VOCDataset:
                       stacklevel=3)
 
 
-def _detect_layout(root) -> str:
-    """"folder" for one VOC-format folder, "devkit" for a VOCdevkit; DataError otherwise."""
-    if os.path.isdir(os.path.join(root, "JPEGImages")) and \
-            os.path.isdir(os.path.join(root, "Annotations")):
-        return "folder"
-    if any(os.path.isdir(os.path.join(root, f"VOC{y}")) for y in ("2007", "2012")):
-        return "devkit"
-    raise DataError(
-        f"{root}: not a VOC dataset. Expected either a VOCdevkit folder holding VOC2007/ "
-        "and/or VOC2012/, or one VOC-format folder holding JPEGImages/, Annotations/, "
-        "ImageSets/Main/<split>.txt (and optionally labels.txt). Generate a synthetic one "
-        "with: python -m minissd.data.synthetic --out DIR")
+def _not_a_dataset(root) -> str:
+    """The error for a --voc-root that is none of the layouts."""
+    what = "does not exist" if not os.path.isdir(root) else "is none of the dataset layouts"
+    return (f"{root}: {what}; expected a VOCdevkit (VOC2007/, VOC2012/), a VOC-format folder "
+            "(JPEGImages/, Annotations/, optional ImageSets/Main/*.txt), or a flat export with "
+            "images (.jpg/.jpeg/.png) and same-stem .xml files, side by side or in train/, "
+            "valid/, test/; or generate one: python -m minissd.data.synthetic --out DIR")
+
+
+def _split_items(found, split) -> list:
+    """The Items of one split of a Layout: a split file (devkit, VOC-format folder), a flat
+    export's subfolder, or "all" (every image of a folder)."""
+    root = found.root
+    if found.kind != "devkit" and split == "all":
+        return list(found.items.values())
+    if found.kind == "flat":
+        if split not in found.splits:
+            given = ", ".join(found.splits) or "none (one folder of images: use 'all')"
+            raise DataError(f"{root}: split {split!r} not found; this flat export has the "
+                            f"splits {given} (subfolders train/, valid/ or val/, test/)")
+        return [found.items[i] for i in found.splits[split]]
+    folder, list_file = _split_paths(root, found.kind, split)
+    with open(list_file, encoding="utf-8") as f:
+        ids = [line.split()[0] for line in f if line.strip()]
+    if found.kind == "devkit":
+        found = found._replace(items=_devkit_items(folder, ids))
+    return _listed_items(found, ids, list_file)
+
+
+def _devkit_items(folder, ids) -> dict:
+    """{id: Item} of a VOCdevkit year folder: JPEGImages/<id>.jpg, Annotations/<id>.xml."""
+    return {i: Item(i, os.path.join(folder, "JPEGImages", i + ".jpg"),
+                    os.path.join(folder, "Annotations", i + ".xml")) for i in ids
+            if os.path.isfile(os.path.join(folder, "JPEGImages", i + ".jpg"))}
+
+
+def _listed_items(found, ids, listed_in) -> list:
+    """The Items of `ids`; DataError naming `listed_in` when some have no image file."""
+    missing = [i for i in ids if i not in found.items]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DataError(f"{listed_in}: {len(missing)} of its {len(ids)} images are missing "
+                        f"({shown}); restore the image files, or remove their ids from the "
+                        "list")
+    return [found.items[i] for i in ids]
 
 
 def _split_paths(root, layout, split):
@@ -276,15 +349,16 @@ def _split_paths(root, layout, split):
     return folder, list_file
 
 
-def _int_field(node, tag, path) -> int:
+def _int_field(node, tag, path) -> int | None:
+    """An integer field, or None when it is absent or empty."""
     text = node.findtext(tag)
     if text is None or not text.strip():
-        raise DataError(f"{path}: missing <{tag.replace('/', '><')}>; VOC XML needs "
-                        "<size><width>W</width><height>H</height></size>")
+        return None
     try:
         return int(float(text))
     except ValueError:
-        raise DataError(f"{path}: <{tag}> is {text!r}, not a number") from None
+        raise DataError(f"{path}: <{tag}> is {text!r}, not a number; write the image's "
+                        "size in pixels, or delete the <size> element") from None
 
 
 def _float_field(node, tag, path, k) -> float:

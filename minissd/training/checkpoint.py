@@ -32,8 +32,14 @@ def save_run_checkpoint(path, model, opt, step, settings, config, spec, best_map
 def load_run_checkpoint(path):
     """(arrays, meta) of a checkpoint written by minissd.train; CheckpointError otherwise."""
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
-    arrays, meta = load_checkpoint(path)
+        raise CheckpointError(f"{path}: no such file; pass the last.npz or best.npz that "
+                              "python -m minissd.train wrote")
+    try:
+        arrays, meta = load_checkpoint(path)
+    except Exception as e:          # not a zip, truncated, no metadata, ...
+        raise CheckpointError(f"{path}: not a readable minissd checkpoint ({type(e).__name__}: "
+                              f"{e}); pass a last.npz or best.npz written by "
+                              "python -m minissd.train") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint written by python -m minissd.train "
                               "(no training state inside)")

@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import backend
 from ..config import SSDConfig, get_config
-from ..data.choice import CachedDataset, data_spec, make_loader, open_split
+from ..data.choice import (CachedDataset, data_spec, make_loader, median_object_side,
+                           open_split, write_split_files)
 from ..inference import evaluate_model
 from ..optim import learning_rate
 from ..parallel import ThreadedSSD
@@ -34,12 +35,16 @@ from .checkpoint import (NonFiniteLoss, checked_save, params_finite, save_on_int
 from .log import RunLog
 from .step import forward_backward
 
+ESTIMATE_AFTER_STEPS = 20      # the time estimate is printed after this many measured steps
+SMALL_OBJECT_PIXELS = 16       # warn when the median object is smaller (input pixels)
 
-def run(settings, device="auto", out=None, resume=None, workers=2, progress=True):
+
+def run(settings, device="auto", out=None, resume=None, workers=2, progress=True, spec=None):
     """Train with `settings` (a TrainSettings) into the folder `out` (default
     runs/<config>-<data>-<time>). resume: (arrays, meta) of a run checkpoint to continue from.
+    spec: the data spec (data/choice.py; default: made from the settings, or the checkpoint's).
     Returns the exit status: 0 done, 130 after Ctrl-C, 3 when the loss became NaN."""
-    trainer = Trainer(settings, device, out, resume, workers, progress)      # set up
+    trainer = Trainer(settings, device, out, resume, workers, progress, spec)  # set up
     try:
         with CtrlC() as ctrl_c:
             for step, (images, targets) in trainer.batches():
@@ -49,6 +54,7 @@ def run(settings, device="auto", out=None, resume=None, workers=2, progress=True
                 if due.log:
                     trainer.log_losses(done)
                 trainer.log.advance()
+                trainer.estimate_time(done)
                 if due.evaluate:
                     trainer.evaluate(done)
                 if due.save:
@@ -75,23 +81,28 @@ class Trainer:
     """One run: its data, model (and thread replicas), optimizer, log, checkpoint paths, the
     step reached and the best mAP so far."""
 
-    def __init__(self, settings, device, out, resume, workers, progress):
+    def __init__(self, settings, device, out, resume, workers, progress, spec=None):
         s = self.settings = settings
         self.device = backend.set_device(device)
         arrays, meta = resume if resume is not None else (None, None)
         self.start = meta["step"] if meta else 0
         self.best_map = meta.get("best_map") if meta else None
-        self.spec = meta["data"] if meta else data_spec(s.voc_root, s.config, s.num_train,
-                                                        s.num_val)
+        if spec is None:
+            spec = meta["data"] if meta else data_spec(
+                s.voc_root, s.config, s.num_train, s.num_val, classes=s.classes,
+                image_size=s.image_size)
+        self.spec = spec
         self.train_set = open_split(self.spec, "train")
         self.val_set = open_split(self.spec, "val", keep_difficult=True)
         if meta:
             self.config = SSDConfig.from_dict(meta["config"])
         else:
-            self.config = get_config(s.config, class_names=self.train_set.class_names)
+            self.config = get_config(s.config, class_names=self.train_set.class_names,
+                                     image_size=s.image_size)
         self.out = out or os.path.join("runs", f"{self.config.name}-{self.spec['kind']}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(self.out, exist_ok=True)
+        write_split_files(self.spec, self.out)
         self.last_path = os.path.join(self.out, "last.npz")
         self.best_path = os.path.join(self.out, "best.npz")
 
@@ -112,10 +123,7 @@ class Trainer:
         self.loader = make_loader(train_set, self.config, s.batch_size, s.augment, s.seed,
                                   workers)
 
-        print(f"minissd.train: {self.config.name} on {self.spec['kind']} "
-              f"({len(self.train_set)} train / {len(self.val_set)} val images), {self.device}, "
-              f"steps {self.start}..{s.iters}, batch {s.batch_size}, lr {s.lr} -> {self.out}",
-              file=sys.stderr)
+        self.print_plan()
         self.log = RunLog(self.out, self.start, s.iters, progress)
         # the steps since the last log line: summed (loss, loc, conf) on the device, count
         self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), \
@@ -123,6 +131,28 @@ class Trainer:
         self.completed = self.start  # steps whose parameter update is fully applied
         self.updating = False        # inside a parameter update (its state belongs to no step)
         self.lr = None
+        self.t_first = None          # when the first step of this session ended (the estimate)
+        self.val_skipped = 0         # unreadable validation images in the last evaluation
+
+    def print_plan(self):
+        """What the run will do, before its first step: data, classes, steps, epochs."""
+        s, c, n = self.settings, self.config, len(self.train_set)
+        names = ", ".join(c.class_names[:12]) + (", ..." if len(c.class_names) > 12 else "")
+        epochs = s.iters * s.batch_size / max(n, 1)
+        print(f"minissd.train: {c.name} ({c.image_size} px input) on {self.spec['kind']} data: "
+              f"{n} train / {len(self.val_set)} val images, {len(c.class_names)} classes "
+              f"({names})\n"
+              f"minissd.train: steps {self.start}..{s.iters} of batch {s.batch_size} = "
+              f"{epochs:.1f} epochs, {s.optimizer} lr {s.lr} (warm-up {s.warmup}, x0.1 at "
+              f"{', '.join(map(str, s.milestones)) or 'never'}), {self.device} -> {self.out}",
+              file=sys.stderr)
+        if self.spec["kind"] != "synthetic":
+            side = median_object_side(self.train_set, c.image_size)
+            if side is not None and side < SMALL_OBJECT_PIXELS:
+                print(f"minissd.train: warning: the median object is {side:.1f} pixels wide at "
+                      f"the {c.image_size}-pixel input (objects under about "
+                      f"{SMALL_OBJECT_PIXELS} pixels are found poorly); a larger --image-size, "
+                      f"e.g. {2 * c.image_size}, sees them better", file=sys.stderr)
 
     # ------------------------------------------------------------------ the steps of run()
     def batches(self):
@@ -155,6 +185,17 @@ class Trainer:
         return Due(log=done % s.log_every == 0 or last or at_ckpt or at_eval,
                    evaluate=at_eval, save=at_ckpt or at_eval)
 
+    def estimate_time(self, done, after=ESTIMATE_AFTER_STEPS):
+        """After the first `after` measured steps: how long the whole run will take."""
+        if done == self.start + 1:
+            self.t_first = time.perf_counter()
+        elif done == self.start + 1 + after and self.t_first is not None:
+            per_step = (time.perf_counter() - self.t_first) / after
+            left = per_step * (self.settings.iters - done)
+            self.log.message(f"minissd.train: {per_step:.2f} s per step; the remaining "
+                             f"{self.settings.iters - done} steps take about "
+                             f"{_duration(left)} (plus the evaluations)")
+
     def log_losses(self, done):
         """The mean losses since the last log line into metrics.jsonl and the progress bar;
         the one host sync of the loop, and the NaN check of the steps it covers."""
@@ -174,6 +215,7 @@ class Trainer:
         t = time.perf_counter()
         r = evaluate_model(self.model, self.val_set, self.config,
                            batch_size=self.settings.batch_size, limit=self.settings.val_limit)
+        self.val_skipped = r.get("skipped", 0)
         rec = {"step": done, "map": r["map"], "map_voc10": r["map_voc10"],
                "ap": {self.config.class_names[c - 1]: v for c, v in r["ap"].items()},
                "eval_s": time.perf_counter() - t}
@@ -220,6 +262,11 @@ class Trainer:
         """The end of a complete run: curves, and where everything is; exit status 0."""
         self.log.close()
         self.log.plot()
+        skipped = self.loader.skipped + self.val_skipped
+        if skipped:
+            print(f"minissd.train: skipped {skipped} unreadable images ({self.loader.skipped} "
+                  f"in training batches, {self.val_skipped} in the last "
+                  "evaluation); the warnings above name the files", file=sys.stderr)
         print(f"minissd.train: done, {self.settings.iters} steps. Best VOC07 mAP "
               f"{self.best_map:.4f}\n"
               f"  checkpoints: {self.last_path}\n"
@@ -228,6 +275,15 @@ class Trainer:
               f"  curves:      {os.path.join(self.out, 'curves.png')}\n"
               f"  evaluate:    python -m minissd.evaluate --checkpoint {self.best_path}")
         return 0
+
+
+def _duration(seconds):
+    """'42 s', '7.5 min' or '2.3 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class CtrlC:

@@ -2,10 +2,24 @@
 
 A checkpoint stores them as JSON (`dataclasses.asdict`, in field order) under
 meta["settings"], so --resume continues with exactly the settings the run started with.
+
+Defaults by model, scaled by data: the recipe comes from the config (tiny: TINY_ON_SYNTHETIC
+on the synthetic set and TINY_ON_OWN_DATA elsewhere, both the from-scratch Adam recipe;
+ssd300/ssd512: the published SGD recipe), and its length is set in epochs of the data in hand:
+
+    iters      = clamp(ceil(epochs * num_train / batch_size), min_iters, max_iters)
+    warmup     = round(warmup_fraction * iters)
+    milestones = round(f * iters) for f in milestone_fractions
+
+(`scheduled` below). The fractions are the published schedules' own: 100/4400 and 3300/4400,
+4000/4400 for tiny; 500/120000 and 80000/120000, 100000/120000 for SSD300. So the plain
+`python -m minissd.train` (6000 images, batch 8) is 4400 steps, and SSD300 on VOC07+12
+trainval (16551 images, batch 32) 120000.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -34,6 +48,15 @@ class TrainSettings:
     voc_root: str | None = None    # absolute path of the VOC data; None: the synthetic set
     val_limit: int | None = None   # evaluate on at most this many validation images
     pretrained_vgg: str | None = None   # .pth the VGG16 base starts from (ssd300/ssd512)
+    image_size: int | None = None  # the network's input side; None: the config's own
+    classes: tuple[str, ...] | None = None    # --classes: train on these (None: as found)
+    # The schedule in epochs (see `scheduled`): iters, warmup and milestones above are what it
+    # resolved to for this run's data; epochs is then this run's own length in epochs.
+    epochs: float | None = None    # passes over the training images
+    min_iters: int = 1             # iters from epochs is clamped to [min_iters, max_iters]
+    max_iters: int | None = None   # None: no upper bound
+    warmup_fraction: float = 0.0   # warm-up as a fraction of iters
+    milestone_fractions: tuple[float, ...] = ()    # lr x0.1 at these fractions of iters
 
     def to_dict(self) -> dict:
         """The settings as JSON-friendly values (milestones as a list once dumped)."""
@@ -46,6 +69,9 @@ class TrainSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {**_BEFORE_THE_FIELD_EXISTED, **{k: v for k, v in d.items() if k in names}}
         kept["milestones"] = tuple(kept["milestones"])
+        kept["milestone_fractions"] = tuple(kept.get("milestone_fractions", ()))
+        if kept.get("classes") is not None:
+            kept["classes"] = tuple(kept["classes"])
         return cls(**kept)
 
 
@@ -61,28 +87,64 @@ _BEFORE_THE_FIELD_EXISTED = {"optimizer": "sgd", "threads": 1, "val_limit": None
 # of its objects is found, so the last points come from the smallest (5-8 pixel) objects.
 # The tiny net trains from scratch: batch norm and Adam are what get it off the plateau where
 # plain SGD without batch norm left it (mAP < 0.01 after 1500 steps). Augmentation: see
-# data/choice.py's make_augmentation.
+# data/choice.py's make_augmentation. In epochs: 4400 steps of 8 on 6000 images = 5.87 epochs.
 TINY_ON_SYNTHETIC = TrainSettings(
     batch_size=8, iters=4400, lr=2e-3, warmup=100, milestones=(3300, 4000), optimizer="adam",
     eval_every=1100, log_every=25, ckpt_every=200, augment="flip", num_train=6000,
-    num_val=300, clip_norm=10.0, config="tiny")
+    num_val=300, clip_norm=10.0, config="tiny", epochs=4400 * 8 / 6000, min_iters=4400,
+    max_iters=4400, warmup_fraction=100 / 4400, milestone_fractions=(3300 / 4400, 4000 / 4400))
 
-# The paper's SSD300 schedule on VOC07+12 (also used for ssd512 on VOC).
+# ---------------------------------------------------------------------------------------------
+# THE TINY RECIPE ON YOUR OWN DATA (--voc-root with --config tiny): the numbers to tune.
+# The same from-scratch recipe (Adam, lr 2e-3, batch 8, gradient clipping, the schedule's
+# shape), with a length that suits a few hundred to a few thousand images: at least
+# TINY_OWN_MIN_ITERS steps (600 images: 58.7 epochs), TINY_OWN_EPOCHS epochs on larger sets,
+# at most TINY_OWN_MAX_ITERS steps. A small set is seen many times, so it gets the light
+# augmentation (zoom out up to 1.5x, SSD crops, flips) rather than flips only.
+TINY_OWN_EPOCHS = 4400 * 8 / 6000          # 5.87: the synthetic run's length in epochs
+TINY_OWN_MIN_ITERS = 4400                   # small sets: about 8 minutes on 2 cores
+TINY_OWN_MAX_ITERS = 20000                  # large sets: about 40 minutes on 2 cores
+TINY_OWN_AUGMENT = "light"
+TINY_ON_OWN_DATA = dataclasses.replace(
+    TINY_ON_SYNTHETIC, augment=TINY_OWN_AUGMENT, num_train=None, num_val=None,
+    epochs=TINY_OWN_EPOCHS, min_iters=TINY_OWN_MIN_ITERS, max_iters=TINY_OWN_MAX_ITERS)
+# ---------------------------------------------------------------------------------------------
+
+# The paper's SSD300 schedule on VOC07+12 (also used for ssd512): 120000 steps of 32 on the
+# 16551 trainval images = 232 epochs; on other data the same number of epochs.
 SSD300_VOC_RECIPE = TrainSettings(
     batch_size=32, iters=120000, lr=1e-3, warmup=500, milestones=(80000, 100000),
     optimizer="sgd", eval_every=10000, log_every=50, ckpt_every=5000, augment="full",
-    num_train=None, num_val=None, clip_norm=None, config="ssd300")
+    num_train=None, num_val=None, clip_norm=None, config="ssd300", epochs=120000 * 32 / 16551,
+    min_iters=1, max_iters=None, warmup_fraction=500 / 120000,
+    milestone_fractions=(80000 / 120000, 100000 / 120000))
 
-# Every other pairing (ssd300/ssd512 on the synthetic set, tiny on VOC): the VOC recipe, with
-# a 2000 + 300 image synthetic set when the data is synthetic.
+# ssd300/ssd512 on the synthetic set: the VOC recipe, on a 2000 + 300 image synthetic set.
 VOC_RECIPE_ON_2000_SYNTHETIC = dataclasses.replace(SSD300_VOC_RECIPE, num_train=2000,
                                                    num_val=300)
 
 
 def default_settings(config_name: str, on_voc: bool) -> TrainSettings:
-    """The named defaults for a config on VOC data (on_voc) or on the synthetic set."""
-    if not on_voc and config_name == "tiny":
-        return TINY_ON_SYNTHETIC
-    if on_voc and config_name in ("ssd300", "ssd512"):
-        return SSD300_VOC_RECIPE
-    return VOC_RECIPE_ON_2000_SYNTHETIC
+    """The named defaults of a config on VOC-style data (on_voc) or on the synthetic set: the
+    tiny recipe for tiny whatever the data, the SSD300 recipe for ssd300 and ssd512."""
+    if config_name == "tiny":
+        return TINY_ON_OWN_DATA if on_voc else TINY_ON_SYNTHETIC
+    return SSD300_VOC_RECIPE if on_voc else VOC_RECIPE_ON_2000_SYNTHETIC
+
+
+def scheduled(s: TrainSettings, num_train: int, iters=None, epochs=None) -> TrainSettings:
+    """`s` with iters, warmup and milestones for `num_train` training images: from s.epochs
+    clamped to [s.min_iters, s.max_iters], or exactly `iters` or `epochs` when given (no
+    clamping then). The returned settings' epochs is the run's own length in epochs."""
+    if iters is None:
+        e = s.epochs if epochs is None else epochs
+        # (the 1e-6 keeps float rounding of an exact step count from adding a step)
+        iters = max(1, math.ceil(e * num_train / s.batch_size - 1e-6))
+        if epochs is None:
+            iters = max(iters, s.min_iters)
+            if s.max_iters is not None:
+                iters = min(iters, s.max_iters)
+    return dataclasses.replace(
+        s, iters=iters, warmup=int(round(s.warmup_fraction * iters)),
+        milestones=tuple(int(round(f * iters)) for f in s.milestone_fractions),
+        epochs=iters * s.batch_size / max(num_train, 1))
