@@ -27,6 +27,11 @@ Exact resume: the batch of step s is a pure function of (seed, s) (data/loader.p
 DataLoader.batches(start_step)), the model's init a function of --seed, and the learning rate
 a function of s. So on the CPU a run stopped after step k and resumed gives bit-identical
 parameters to one that never stopped.
+
+Processes: `--procs N` (default on the CPU: one per core) runs `mpiexec -n N <this python>
+-m minissd.train <the same flags>`; each process trains on its shard of every batch
+(minissd/distributed.py). `mpiexec -n N python -m minissd.train ...` does the same directly
+(several GPUs, several machines). `--procs 1` is one plain process, without MPI.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import dataclasses
 import os
 import sys
 
+from . import distributed
 from .data.voc import DataError
 from .inference import CheckpointError
 from .training.checkpoint import load_run_checkpoint
@@ -103,10 +109,10 @@ def build_parser():
       "(photometric, expand up to 4x, crop, flip); light: expand up to 1.5x, crop, flip; "
       "flip: horizontal flips only; none: resize only (setting: flip tiny, full VOC).")
     a("--val-limit", type=int, help="evaluate on at most this many validation images (all).")
-    a("--threads", type=int, help="CPU only: split each batch over this many threads, each "
-      "running the network on its slice (minissd/parallel.py); NumPy runs most of a step on "
-      "one core, so 2 threads train about 1.4x faster on 2 cores. Batch norm then uses each "
-      "slice's statistics (default 2 on the CPU; always 1 on the GPU).")
+    a("--procs", type=int, help="train data-parallel in this many processes, each on its "
+      "shard of every batch (mpiexec and mpi4py; minissd/distributed.py). Default on the CPU: "
+      "one per core; on the GPU: 1 (one process per GPU: mpiexec -n N). With --resume: the "
+      "checkpoint's, for an exact continuation.")
     a("--workers", type=int, default=2, help="threads preparing batches ahead of the "
       "training step (default 2).")
     a("--no-progress", action="store_true", help="print log lines instead of a progress bar.")
@@ -132,13 +138,12 @@ def resolve_settings(args) -> TrainSettings:
         if args.warmup is None:
             given["warmup"] = int(round(base.warmup * f))
     s = dataclasses.replace(
-        base, **given, threads=base.threads if args.threads is None else args.threads,
-        config=args.config, seed=args.seed, momentum=args.momentum,
+        base, **given, procs=_procs(args), config=args.config, seed=args.seed, momentum=args.momentum,
         weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg)
-    if s.threads < 1:
-        raise SystemExit("minissd.train: --threads must be at least 1")
+    if s.procs < 1:
+        raise SystemExit("minissd.train: --procs must be at least 1")
     for key in ("batch_size", "iters"):
         if getattr(s, key) < 1:
             raise SystemExit(f"minissd.train: --{key.replace('_', '-')} must be at least 1")
@@ -158,18 +163,80 @@ def resume_from(args):
     settings = TrainSettings.from_dict(checkpoint[1]["settings"])
     if args.iters is not None:
         settings = dataclasses.replace(settings, iters=args.iters)
+    if args.procs is not None:
+        settings = dataclasses.replace(settings, procs=args.procs)
     return checkpoint, settings
 
 
+def _procs(args):
+    """--procs, else the default: one process per core on the CPU, one on the GPU."""
+    if args.procs is not None:
+        return args.procs
+    on_gpu = args.device == "cuda" or (args.device == "auto" and _gpu_answers())
+    return 1 if on_gpu else os.cpu_count() or 1
+
+
+def _gpu_answers():
+    from . import backend
+    return backend.cuda_available()
+
+
+def _without_procs(argv):
+    """The command line without --procs N (what each launched process is given)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            out.append(a)
+    return out
+
+
+def start_processes(args, settings, argv):
+    """`--procs N` from a plain command: mpiexec -n N of this command. Returns its exit
+    status, or None when this process should train alone (the default number of processes
+    without MPI installed: a one-line notice)."""
+    missing = distributed.missing_for_processes()
+    if missing is None:
+        return distributed.launch(settings.procs, _without_procs(argv))
+    if args.procs is not None:
+        print(f"minissd.train: error: --procs {args.procs}: {missing}; pip install mpi4py "
+              f"mpich (or train in one process: --procs 1)", file=sys.stderr)
+        return 2
+    print(f"minissd.train: training in one process ({missing}; pip install mpi4py mpich "
+          f"to use the {settings.procs} cores)", file=sys.stderr)
+    return None
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    launched = distributed.launched_size()            # started by mpiexec: its size
+    if launched is not None and args.procs is None:
+        args.procs = launched
     settings, checkpoint, out = resolve_settings(args), None, args.out
     if args.resume:
         checkpoint, settings = resume_from(args)
         out = out or os.path.dirname(os.path.abspath(args.resume))
+    if launched is None and settings.procs > 1:
+        status = start_processes(args, settings, argv)
+        if status is not None:
+            return status
+        settings = dataclasses.replace(settings, procs=1)
+    comm = distributed.world()
+    if comm.size != settings.procs:         # mpiexec -n decides; the settings record it
+        settings = dataclasses.replace(settings, procs=comm.size)
+    if comm.size > 1:
+        return distributed.run_as_rank(comm, _train, args, settings, out, checkpoint, comm)
+    return _train(args, settings, out, checkpoint, None)
+
+
+def _train(args, settings, out, checkpoint, comm):
     try:
         return run(settings, device=args.device, out=out, resume=checkpoint,
-                   workers=args.workers, progress=not args.no_progress)
+                   workers=args.workers, progress=not args.no_progress, comm=comm)
     except (CheckpointError, DataError) as e:
         raise SystemExit(f"minissd.train: {e}") from None
 
