@@ -68,12 +68,6 @@ class Layer:
         """[self]: a leaf layer is its own only leaf."""
         return [self]
 
-    def tie_params(self, other):
-        """Use `other`'s parameter arrays (the same objects, not copies): an in-place update
-        of one is an update of both. Data parallelism shares one set of weights this way."""
-        for n in self.param_names:
-            setattr(self, n, getattr(other, n))
-
     def train(self, mode: bool = True):
         """Training mode (True, the default) or inference mode (False); returns self."""
         self.training = mode

@@ -138,8 +138,8 @@ def resolve_settings(args) -> TrainSettings:
         if args.warmup is None:
             given["warmup"] = int(round(base.warmup * f))
     s = dataclasses.replace(
-        base, **given, procs=_procs(args), config=args.config, seed=args.seed, momentum=args.momentum,
-        weight_decay=args.weight_decay,
+        base, **given, procs=_procs(args), config=args.config, seed=args.seed,
+        momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg)
     if s.procs < 1:
