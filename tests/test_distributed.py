@@ -112,3 +112,29 @@ def test_a_failing_rank_ends_every_rank(tmp_path):
     r = _mpiexec(args, tmp_path, timeout=120)      # a hang would raise TimeoutExpired
     assert r.returncode != 0
     assert "minissd.train: rank 1 failed: RuntimeError: boom on rank 1" in r.stderr
+
+
+def test_without_mpi_the_default_trains_in_one_process(tmp_path, monkeypatch, capsys):
+    from minissd import train
+    monkeypatch.setenv("MINISSD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(distributed, "missing_for_processes", lambda: "mpi4py is not installed")
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 2)
+    small = SMALL
+    # asked for: a one-line error naming what to install
+    assert train.main(small + ["--iters", "1", "--procs", "2", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["minissd.train: error: --procs 2: mpi4py is not installed; pip install "
+                   "mpi4py mpich (or train in one process: --procs 1)"]
+    # the default (one process per core): a notice, then one process
+    assert train.main(small + ["--iters", "1", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "training in one process (mpi4py is not installed; pip install mpi4py mpich" in err
+    _, meta = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert meta["settings"]["procs"] == 1
+
+
+def test_the_launched_processes_get_the_command_line_without_procs():
+    from minissd.train import _without_procs
+    assert _without_procs(["--iters", "3", "--procs", "2", "--lr", "1"]) == \
+        ["--iters", "3", "--lr", "1"]
+    assert _without_procs(["--procs=4", "--no-progress"]) == ["--no-progress"]
