@@ -31,10 +31,10 @@ import numpy as np
 from .. import backend
 from ..config import SSDConfig, get_config
 from ..data.choice import CachedDataset, data_spec, make_loader, open_split
-from ..inference import evaluate_model
-from ..optim import learning_rate
 from ..distributed import (SingleProcess, allreduce_gradients, rank0_first, select_gpu,
                            sync_batch_norm)
+from ..inference import evaluate_model
+from ..optim import learning_rate
 from ..priors import default_boxes
 from .build import build_model, build_optimizer, load_pretrained_vgg
 from .checkpoint import (NonFiniteLoss, checked_save, params_finite, save_on_interrupt,
@@ -80,8 +80,8 @@ class Due(NamedTuple):
 
 
 class Trainer:
-    """One run: its data, model (and thread replicas), optimizer, log, checkpoint paths, the
-    step reached and the best mAP so far."""
+    """One run: its data (this rank's shard of each batch), model, optimizer, log, checkpoint
+    paths, the step reached and the best mAP so far."""
 
     def __init__(self, settings, device, out, resume, workers, progress, comm=None):
         s = self.settings = settings
