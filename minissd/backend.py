@@ -132,3 +132,44 @@ def synchronize(x=None):
     """Wait for the GPU to finish queued work (a no-op on the CPU). For timing only."""
     if _cupy is not None and (x is None or is_cupy(x)):
         _cupy.cuda.get_current_stream().synchronize()
+
+
+# --- several GPUs: one per process, NCCL between them (minissd/distributed.py) -------------
+# Written against CuPy's API (cupy.cuda.nccl); not run on a machine with several GPUs yet.
+
+def use_gpu(index: int):
+    """Make GPU `index % number of GPUs` this process's current CUDA device (one process per
+    GPU, the index being the process's rank on its node) and select the "cuda" device."""
+    cp, why = _try_import_cupy()
+    if cp is None:
+        raise RuntimeError(f"several processes on GPUs were asked for, but {why}.")
+    cp.cuda.Device(index % cp.cuda.runtime.getDeviceCount()).use()
+    set_device("cuda")
+
+
+def nccl_unique_id():
+    """A new NCCL unique id (made by one rank, sent to the others over MPI)."""
+    from cupy.cuda import nccl
+    return nccl.get_unique_id()
+
+
+def nccl_communicator(size: int, unique_id, rank: int):
+    """This rank's NCCL communicator of `size` ranks, on the current CUDA device."""
+    from cupy.cuda import nccl
+    return nccl.NcclCommunicator(size, unique_id, rank)
+
+
+def nccl_allreduce_sum(comm, a):
+    """The sum of CuPy array `a` over the NCCL communicator's ranks, as a new array, queued on
+    CuPy's current stream (no host copy, no synchronisation)."""
+    from cupy.cuda import nccl
+    types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64,
+             "float16": nccl.NCCL_FLOAT16, "int32": nccl.NCCL_INT32, "int64": nccl.NCCL_INT64}
+    if a.dtype.name not in types:
+        raise TypeError(f"minissd.backend: NCCL all-reduce of dtype {a.dtype} is not supported; "
+                        f"use one of {sorted(types)}")
+    send = _cupy.ascontiguousarray(a)
+    out = _cupy.empty_like(send)
+    comm.allReduce(send.data.ptr, out.data.ptr, send.size, types[a.dtype.name], nccl.NCCL_SUM,
+                   _cupy.cuda.get_current_stream().ptr)
+    return out

@@ -68,12 +68,6 @@ class Layer:
         """[self]: a leaf layer is its own only leaf."""
         return [self]
 
-    def tie_params(self, other):
-        """Use `other`'s parameter arrays (the same objects, not copies): an in-place update
-        of one is an update of both. Data parallelism shares one set of weights this way."""
-        for n in self.param_names:
-            setattr(self, n, getattr(other, n))
-
     def train(self, mode: bool = True):
         """Training mode (True, the default) or inference mode (False); returns self."""
         self.training = mode
@@ -282,10 +276,12 @@ class BatchNorm2d(Layer):
 
     weight (C,) ones, bias (C,) zeros; buffers running_mean (C,) zeros, running_var (C,) ones.
     `training` True: batch statistics, running ones updated; False: the running statistics
-    (inference).
+    (inference). `reduce`: None, or a function summing an array over processes, which makes
+    it synchronized batch norm (minissd/distributed.py's sync_batch_norm sets it).
     """
     param_names = ("weight", "bias")
     buffer_names = ("running_mean", "running_var")
+    reduce = None
 
     def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
         super().__init__()
@@ -298,11 +294,11 @@ class BatchNorm2d(Layer):
     def forward(self, x):
         y, self.cache = batchnorm2d_forward(
             x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
-            self.momentum, self.eps)
+            self.momentum, self.eps, reduce=self.reduce)
         return y
 
     def backward(self, dy):
-        dx, dgamma, dbeta = batchnorm2d_backward(dy, self.cache)
+        dx, dgamma, dbeta = batchnorm2d_backward(dy, self.cache, reduce=self.reduce)
         self.grads = {"weight": dgamma, "bias": dbeta}
         return dx
 

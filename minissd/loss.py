@@ -40,7 +40,8 @@ class MultiBoxCache(NamedTuple):
     alpha: float
 
 
-def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, negatives=None):
+def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, negatives=None,
+                          num_pos=None):
     """MultiBox loss of a batch.
 
     Inputs:
@@ -52,6 +53,9 @@ def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, 
         alpha:  weight of the localisation term
         negatives: optional (N, P) bool mask of negatives to use instead of mining (for
                 gradient checks, which need the mined set held fixed)
+        num_pos: optional number of positives to divide by instead of this batch's: data
+                parallelism passes the GLOBAL batch's count (summed over the processes), so
+                that the processes' losses add up to the whole batch's loss
     Returns:
         loss:  0-d array, (L_conf + alpha * L_loc) / N_pos
         parts: {"loc": L_loc / N_pos, "conf": L_conf / N_pos}, 0-d arrays
@@ -60,7 +64,9 @@ def multibox_loss_forward(loc, conf, loc_t, conf_t, neg_pos_ratio=3, alpha=1.0, 
     xp = get_array_module(loc, conf)
     _check_shapes(loc, conf, loc_t, conf_t)
     positive = conf_t > 0                                                # (N, P)
-    num_pos = xp.maximum(positive.sum(), 1).astype(conf.dtype)           # 0-d, never 0
+    if num_pos is None:
+        num_pos = positive.sum()
+    num_pos = xp.maximum(xp.asarray(num_pos), 1).astype(conf.dtype)     # 0-d, never 0
 
     # Localisation: smooth L1 over the 4 offsets of every positive box.
     diff = loc - loc_t                                                   # (N, P, 4)

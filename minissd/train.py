@@ -31,6 +31,11 @@ Exact resume: the batch of step s is a pure function of (seed, s) (data/loader.p
 DataLoader.batches(start_step)), the model's init a function of --seed, and the learning rate
 a function of s. So on the CPU a run stopped after step k and resumed gives bit-identical
 parameters to one that never stopped.
+
+Processes: `--procs N` (default on the CPU: one per core) runs `mpiexec -n N <this python>
+-m minissd.train <the same flags>`; each process trains on its shard of every batch
+(minissd/distributed.py). `mpiexec -n N python -m minissd.train ...` does the same directly
+(several GPUs, several machines). `--procs 1` is one plain process, without MPI.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ import dataclasses
 import os
 import sys
 
+from . import distributed
 from .cli import Parser, fail
 from .config import get_config
 from .data.choice import data_spec, open_split
@@ -132,10 +138,10 @@ def build_parser():
       "flip: horizontal flips only; none: resize only (setting: flip tiny on the synthetic "
       f"set, {own.augment} tiny on --voc-root, full ssd300/ssd512).")
     a("--val-limit", type=int, help="evaluate on at most this many validation images (all).")
-    a("--threads", type=int, help="CPU only: split each batch over this many threads, each "
-      "running the network on its slice (minissd/parallel.py); NumPy runs most of a step on "
-      "one core, so 2 threads train about 1.4x faster on 2 cores. Batch norm then uses each "
-      "slice's statistics (default 2 on the CPU; always 1 on the GPU).")
+    a("--procs", type=int, help="train data-parallel in this many processes, each on its "
+      "shard of every batch (mpiexec and mpi4py; minissd/distributed.py). Default on the CPU: "
+      "one per core; on the GPU: 1 (one process per GPU: mpiexec -n N). With --resume: the "
+      "checkpoint's, for an exact continuation.")
     a("--workers", type=int, default=2, help="threads preparing batches ahead of the "
       "training step (default 2).")
     a("--no-progress", action="store_true", help="print log lines instead of a progress bar.")
@@ -170,9 +176,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     base = default_settings(args.config, on_voc=args.voc_root is not None)
     given = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     s = dataclasses.replace(
-        base, **given, threads=base.threads if args.threads is None else args.threads,
-        config=args.config, seed=args.seed, momentum=args.momentum,
-        weight_decay=args.weight_decay,
+        base, **given, procs=_procs(args), config=args.config, seed=args.seed,
+        momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
         image_size=args.image_size, classes=args.classes)
@@ -190,8 +195,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
         s = dataclasses.replace(s, warmup=args.warmup)
     if args.milestones is not None:
         s = dataclasses.replace(s, milestones=args.milestones)
-    if s.threads < 1:
-        fail("train", "--threads: must be at least 1")
+    if s.procs < 1:
+        fail("train", f"--procs: {s.procs} is not a process count; give 1 or more")
     if s.pretrained_vgg and not args.resume and s.config not in ("ssd300", "ssd512"):
         fail("train", f"--pretrained-vgg: needs --config ssd300 or ssd512 (the VGG16 base); "
                       f"{s.config} has another base")
@@ -215,8 +220,9 @@ def _say(text):
     print(f"minissd.train: {text}", file=sys.stderr)
 
 
-def prepare(args):
-    """(settings, data spec, checkpoint or None, out) of this run, every check done first."""
+def prepare(args, quiet=False):
+    """(settings, data spec, checkpoint or None, out) of this run, every check done first.
+    quiet: tell nothing (the processes other than rank 0 of a data-parallel run)."""
     if args.resume:
         checkpoint, settings = resume_from(args)
         return settings, checkpoint[1]["data"], checkpoint, \
@@ -230,23 +236,87 @@ def prepare(args):
     root = None if args.voc_root is None else os.path.abspath(args.voc_root)
     spec = data_spec(root, args.config, args.num_train or base.num_train,
                      args.num_val or base.num_val, classes=args.classes,
-                     image_size=args.image_size, report=_say)
+                     image_size=args.image_size, report=None if quiet else _say)
     num_train = None if root is None else len(open_split(spec, "train"))
     return resolve_settings(args, num_train), spec, None, args.out
 
 
+def _procs(args):
+    """--procs, else the default: one process per core on the CPU, one on the GPU."""
+    if args.procs is not None:
+        return args.procs
+    on_gpu = args.device == "cuda" or (args.device == "auto" and _gpu_answers())
+    return 1 if on_gpu else os.cpu_count() or 1
+
+
+def _gpu_answers():
+    from . import backend
+    return backend.cuda_available()
+
+
+def _without_procs(argv):
+    """The command line without --procs N (what each launched process is given)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            out.append(a)
+    return out
+
+
+def start_processes(args, settings, argv):
+    """`--procs N` from a plain command: mpiexec -n N of this command. Returns its exit
+    status, or None when this process should train alone (the default number of processes
+    without MPI installed: a one-line notice)."""
+    missing = distributed.missing_for_processes()
+    if missing is None:
+        return distributed.launch(settings.procs, _without_procs(argv))
+    if args.procs is not None:
+        print(f"minissd.train: error: --procs {args.procs}: {missing}; pip install mpi4py "
+              f"mpich (or train in one process: --procs 1)", file=sys.stderr)
+        return 2
+    print(f"minissd.train: training in one process ({missing}; pip install mpi4py mpich "
+          f"to use the {settings.procs} cores)", file=sys.stderr)
+    return None
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    launched = distributed.launched_size()            # started by mpiexec: its size
+    if launched is not None and args.procs is None:
+        args.procs = launched
     try:
-        settings, spec, checkpoint, out = prepare(args)
+        settings, spec, checkpoint, out = prepare(args, quiet=distributed.launched_rank() > 0)
         n = spec["num_train"] if spec["kind"] == "synthetic" else len(open_split(spec, "train"))
         if settings.batch_size > n:
             where = "the synthetic set" if spec["kind"] == "synthetic" else spec["root"]
             fail("train", f"--batch-size: {settings.batch_size} is larger than the training "
                           f"set ({n} images in {where}); use --batch-size {n} or less, or add "
                           "images")
+    except (CheckpointError, DataError) as e:
+        fail("train", str(e))
+    if launched is None and settings.procs > 1:
+        status = start_processes(args, settings, argv)
+        if status is not None:
+            return status
+        settings = dataclasses.replace(settings, procs=1)
+    comm = distributed.world()
+    if comm.size != settings.procs:         # mpiexec -n decides; the settings record it
+        settings = dataclasses.replace(settings, procs=comm.size)
+    if comm.size > 1:
+        return distributed.run_as_rank(comm, _train, args, settings, spec, out, checkpoint,
+                                       comm)
+    return _train(args, settings, spec, out, checkpoint, None)
+
+
+def _train(args, settings, spec, out, checkpoint, comm):
+    try:
         return run(settings, device=args.device, out=out, resume=checkpoint,
-                   workers=args.workers, progress=not args.no_progress, spec=spec)
+                   workers=args.workers, progress=not args.no_progress, spec=spec, comm=comm)
     except (CheckpointError, DataError) as e:
         fail("train", str(e))
 

@@ -23,7 +23,7 @@ from minissd.training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY
 from minissd.training.step import forward_backward
 
 FAST = ["--iters", "2", "--batch-size", "2", "--workers", "1", "--no-progress", "--device",
-        "cpu", "--eval-every", "0", "--log-every", "1", "--threads", "1"]
+        "cpu", "--eval-every", "0", "--log-every", "1", "--procs", "1"]
 
 
 def xml(objects, size=(48, 40)):

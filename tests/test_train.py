@@ -1,11 +1,13 @@
 """Training: overfitting one batch, the three commands end to end, exact resume, NaN stop,
 Ctrl-C saving. All on a tiny synthetic set in a temporary cache, a few steps each."""
+import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
 
-from minissd import train
+from minissd import backend, train
 from minissd.training import loop
 from minissd.training.step import forward_backward
 from minissd.config import SSDConfig
@@ -17,7 +19,7 @@ from minissd.weights import load_checkpoint
 
 SMALL = ["--num-train", "12", "--num-val", "6", "--batch-size", "4", "--workers", "1",
          "--no-progress", "--device", "cpu", "--warmup", "2", "--milestones", "5",
-         "--lr", "0.01", "--eval-every", "0", "--log-every", "1"]
+         "--lr", "0.01", "--eval-every", "0", "--log-every", "1", "--procs", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +167,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, ca
 def test_settings_follow_the_setting():
     p = train.build_parser()
     tiny = train.resolve_settings(p.parse_args([]))
-    assert tiny == TINY_ON_SYNTHETIC
+    # the one setting of the command line's own: one process per core on the CPU
+    assert tiny.procs == (1 if backend.cuda_available() else os.cpu_count())
+    assert tiny == dataclasses.replace(TINY_ON_SYNTHETIC, procs=tiny.procs)
+    assert train.resolve_settings(p.parse_args(["--procs", "1"])) == TINY_ON_SYNTHETIC
     assert tiny.config == "tiny" and tiny.voc_root is None and tiny.clip_norm == 10.0
     assert train.resolve_settings(p.parse_args(["--clip-norm", "3"])).clip_norm == 3.0
     voc = train.resolve_settings(p.parse_args(["--voc-root", "/x", "--config", "ssd300"]))
@@ -181,8 +186,9 @@ def test_settings_follow_the_setting():
 def test_settings_round_trip_through_a_checkpoint():
     stored = json.loads(json.dumps(TINY_ON_SYNTHETIC.to_dict()))    # as meta["settings"] holds it
     assert TrainSettings.from_dict(stored) == TINY_ON_SYNTHETIC
-    # written before --optimizer, --threads and --val-limit existed: what training did then
-    older = {k: v for k, v in stored.items() if k not in ("optimizer", "threads", "val_limit")}
-    old = TrainSettings.from_dict(older)
-    assert (old.optimizer, old.threads, old.val_limit, old.milestones) == \
+    # written before --optimizer, --procs and --val-limit existed: what training did then
+    # (a checkpoint of the thread era holds "threads", which is ignored)
+    older = {k: v for k, v in stored.items() if k not in ("optimizer", "procs", "val_limit")}
+    old = TrainSettings.from_dict({**older, "threads": 2})
+    assert (old.optimizer, old.procs, old.val_limit, old.milestones) == \
         ("sgd", 1, None, (3300, 4000))

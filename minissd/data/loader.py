@@ -14,6 +14,13 @@ SeedSequence([seed, epoch, index]). So the batches do not depend on which thread
 first, and a run resumed at step s (`loader.set_state(saved)` or `loader.batches(s)`) sees
 exactly the batches the original run would have seen.
 
+Data parallelism: `loader.set_shard(rank, size)` makes the loader load and yield only its
+shard of each global batch, positions [lo, hi) of it (np.array_split's bounds: rank r of
+size gets the r-th of `size` near-equal parts). The images and their augmentation are those
+of the global batch, the sample's randomness being a function of (seed, epoch, image index),
+that is of (seed, step, position in the global batch): the data are the same whatever the
+number of processes, and a loader of size 1 is the plain one.
+
 Decoding (Pillow) and resizing release the GIL, so a thread pool overlaps them; `prefetch`
 batches are kept in flight while the caller trains on the current one.
 
@@ -115,6 +122,7 @@ class DataLoader:
         self.num_workers, self.prefetch = num_workers, max(1, prefetch)
         self.steps_per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
         self.step = 0                       # the step of the next batch handed out
+        self.rank, self.num_shards = 0, 1   # this loader's shard of each batch (set_shard)
         self._log = _SkipLog()
         self._order_cache = (None, None)    # (epoch, permutation)
 
@@ -153,6 +161,24 @@ class DataLoader:
         order = self.epoch_order(epoch)
         return epoch, order[j * self.batch_size:(j + 1) * self.batch_size]
 
+    def set_shard(self, rank, size):
+        """Yield only shard `rank` of `size` of every global batch (data parallelism over
+        `size` processes). Returns self."""
+        if not 0 <= rank < size:
+            raise ValueError(f"shard {rank} of {size}: the rank must be in 0..{size - 1}")
+        if size > self.batch_size:
+            raise ValueError(f"batch_size {self.batch_size} cannot be split over {size} "
+                             f"processes; use a batch of at least {size} images or fewer "
+                             f"processes")
+        self.rank, self.num_shards = rank, size
+        return self
+
+    def shard_indices(self, step):
+        """(epoch, image indices) of this loader's shard of the batch at `step`."""
+        epoch, idx = self.batch_indices(step)
+        lo, hi = shard_bounds(len(idx), self.rank, self.num_shards)
+        return epoch, idx[lo:hi]
+
     # --- loading ---
     def _load(self, job):
         """One augmented sample, or the exception that stopped it."""
@@ -174,16 +200,17 @@ class DataLoader:
         def jobs():
             s = first
             while True:
-                epoch, idx = self.batch_indices(s)
+                epoch, idx = self.shard_indices(s)
                 for i in idx:
                     yield (epoch, i)
                 s += 1
 
-        results = prefetcher.map(self._load, jobs(), self.prefetch * self.batch_size)
+        shard_size = -(-self.batch_size // self.num_shards)
+        results = prefetcher.map(self._load, jobs(), self.prefetch * shard_size)
         try:
             s = first
             while True:
-                epoch, idx = self.batch_indices(s)
+                epoch, idx = self.shard_indices(s)
                 items = []
                 for i in idx:
                     r = next(results)
@@ -193,6 +220,11 @@ class DataLoader:
                         items.append(r)
                 s += 1
                 self.step = s
+                if not items and self.num_shards > 1:
+                    # the other processes have their shards of this step: they cannot skip it
+                    raise DataError(f"every image of shard {self.rank} of step {s - 1} failed "
+                                    f"to load (see the warnings above); fix or remove those "
+                                    f"files, or train in one process (--procs 1)")
                 if items:                   # a batch whose every file failed is skipped
                     yield self._collate(items)
         finally:
@@ -206,6 +238,14 @@ class DataLoader:
         targets = [(np.asarray(b, np.float32).reshape(-1, 4), np.asarray(l, np.int64))
                    for _, b, l in items]
         return preprocess_images(images, self.preprocess), targets         # (N, 3, S, S)
+
+
+def shard_bounds(n, rank, size):
+    """(lo, hi): the positions of part `rank` of `size` of n items, np.array_split's parts
+    (the first n % size parts have one item more)."""
+    base, extra = divmod(n, size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (rank < extra)
 
 
 class EvalLoader:

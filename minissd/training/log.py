@@ -65,6 +65,29 @@ class RunLog:
             print(f"minissd.train: could not draw curves.png ({e})", file=sys.stderr)
 
 
+class NullLog:
+    """RunLog's interface doing nothing: the log of a data-parallel rank other than 0."""
+    history = ()
+
+    def write(self, rec):
+        pass
+
+    def show_losses(self, rec):
+        pass
+
+    def message(self, msg):
+        pass
+
+    def advance(self):
+        pass
+
+    def close(self):
+        pass
+
+    def plot(self):
+        pass
+
+
 def _read_history(path):
     if not os.path.isfile(path):
         return []

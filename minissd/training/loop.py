@@ -8,6 +8,13 @@ parameters to one that never stopped.
 
 Stopping: Ctrl-C lets the current step finish, saves last.npz and returns 130 (a second Ctrl-C
 interrupts at once); a NaN or infinite loss stops without saving and returns 3.
+
+Data parallelism (comm, minissd/distributed.py, more than one process): every rank runs this
+same loop on its shard of each batch, with synchronized batch norm, the loss normalised by the
+global batch's positives, and the gradients, the losses and the Ctrl-C flag summed by one
+all-reduce per step; so every decision (log, NaN stop, Ctrl-C, evaluate, save) is the same on
+every rank. Rank 0 alone writes (metrics.jsonl, the progress bar, curves.png, checkpoints)
+and evaluates while the others wait.
 """
 from __future__ import annotations
 
@@ -25,28 +32,32 @@ from .. import backend
 from ..config import SSDConfig, get_config
 from ..data.choice import (CachedDataset, data_spec, make_loader, median_object_side,
                            open_split, write_split_files)
+from ..distributed import (SingleProcess, allreduce_gradients, rank0_first, select_gpu,
+                           sync_batch_norm)
 from ..inference import evaluate_model
 from ..optim import learning_rate
-from ..parallel import ThreadedSSD
 from ..priors import default_boxes
 from .build import build_model, build_optimizer, load_pretrained_vgg
 from .checkpoint import (NonFiniteLoss, checked_save, params_finite, save_on_interrupt,
                          save_run_checkpoint)
-from .log import RunLog
+from .log import NullLog, RunLog
 from .step import forward_backward
 
 ESTIMATE_AFTER_STEPS = 20      # the time estimate is printed after this many measured steps
 SMALL_OBJECT_PIXELS = 16       # warn when the median object is smaller (input pixels)
 
 
-def run(settings, device="auto", out=None, resume=None, workers=2, progress=True, spec=None):
+def run(settings, device="auto", out=None, resume=None, workers=2, progress=True, spec=None,
+        comm=None):
     """Train with `settings` (a TrainSettings) into the folder `out` (default
     runs/<config>-<data>-<time>). resume: (arrays, meta) of a run checkpoint to continue from.
     spec: the data spec (data/choice.py; default: made from the settings, or the checkpoint's).
+    comm: the communicator of a data-parallel run (distributed.world()); None: one process.
     Returns the exit status: 0 done, 130 after Ctrl-C, 3 when the loss became NaN."""
-    trainer = Trainer(settings, device, out, resume, workers, progress, spec)  # set up
+    trainer = Trainer(settings, device, out, resume, workers, progress, spec, comm)  # set up
     try:
         with CtrlC() as ctrl_c:
+            trainer.ctrl_c = ctrl_c
             for step, (images, targets) in trainer.batches():
                 trainer.step(step, images, targets)       # forward, backward, update
                 done = step + 1
@@ -59,14 +70,12 @@ def run(settings, device="auto", out=None, resume=None, workers=2, progress=True
                     trainer.evaluate(done)
                 if due.save:
                     trainer.save_last(done)
-                if ctrl_c.pressed and done < settings.iters:
+                if trainer.interrupted() and done < settings.iters:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         return trainer.stop_interrupted()
     except NonFiniteLoss as e:
         return trainer.stop_non_finite(e)
-    finally:
-        trainer.close_threads()
     return trainer.finish()
 
 
@@ -78,12 +87,16 @@ class Due(NamedTuple):
 
 
 class Trainer:
-    """One run: its data, model (and thread replicas), optimizer, log, checkpoint paths, the
-    step reached and the best mAP so far."""
+    """One run: its data (this rank's shard of each batch), model, optimizer, log, checkpoint
+    paths, the step reached and the best mAP so far."""
 
-    def __init__(self, settings, device, out, resume, workers, progress, spec=None):
+    def __init__(self, settings, device, out, resume, workers, progress, spec=None,
+                 comm=None):
         s = self.settings = settings
+        comm = self.comm = comm or SingleProcess()
         self.device = backend.set_device(device)
+        if comm.size > 1 and self.device == "cuda":
+            select_gpu(comm)                   # one GPU per rank, NCCL between them
         arrays, meta = resume if resume is not None else (None, None)
         self.start = meta["step"] if meta else 0
         self.best_map = meta.get("best_map") if meta else None
@@ -92,8 +105,9 @@ class Trainer:
                 s.voc_root, s.config, s.num_train, s.num_val, classes=s.classes,
                 image_size=s.image_size)
         self.spec = spec
-        self.train_set = open_split(self.spec, "train")
-        self.val_set = open_split(self.spec, "val", keep_difficult=True)
+        with rank0_first(comm):                # rank 0 alone generates the synthetic set
+            self.train_set = open_split(self.spec, "train")
+            self.val_set = open_split(self.spec, "val", keep_difficult=True)
         if meta:
             self.config = SSDConfig.from_dict(meta["config"])
         else:
@@ -101,8 +115,11 @@ class Trainer:
                                      image_size=s.image_size)
         self.out = out or os.path.join("runs", f"{self.config.name}-{self.spec['kind']}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
+        if comm.size > 1:
+            self.out = comm.bcast(self.out)    # rank 0's clock names the folder
         os.makedirs(self.out, exist_ok=True)
-        write_split_files(self.spec, self.out)
+        if comm.rank == 0:
+            write_split_files(self.spec, self.out)
         self.last_path = os.path.join(self.out, "last.npz")
         self.best_path = os.path.join(self.out, "best.npz")
 
@@ -114,23 +131,26 @@ class Trainer:
                 self.opt.load_state_dict(meta["optim_state"], like=dict(self.model.params()))
         elif s.pretrained_vgg:
             self.config.preprocess = load_pretrained_vgg(self.model, s.pretrained_vgg)
-        self.net = self.model
-        if self.device == "cpu" and s.threads > 1:
-            self.net = ThreadedSSD(self.model, s.threads)  # replicas share the parameters
+        if comm.size > 1:
+            sync_batch_norm(self.model, comm)  # batch statistics of the global batch
         self.priors = backend.current_device_xp().asarray(default_boxes(self.config))
         train_set = CachedDataset(self.train_set) if self.spec["kind"] == "synthetic" \
             else self.train_set
         self.loader = make_loader(train_set, self.config, s.batch_size, s.augment, s.seed,
-                                  workers)
+                                  workers).set_shard(comm.rank, comm.size)
 
-        self.print_plan()
-        self.log = RunLog(self.out, self.start, s.iters, progress)
+        if comm.rank == 0:
+            self.print_plan()
+        self.log = RunLog(self.out, self.start, s.iters, progress) if comm.rank == 0 \
+            else NullLog()
         # the steps since the last log line: summed (loss, loc, conf) on the device, count
         self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), \
             self.start
         self.completed = self.start  # steps whose parameter update is fully applied
         self.updating = False        # inside a parameter update (its state belongs to no step)
         self.lr = None
+        self.ctrl_c = None           # run()'s CtrlC
+        self.stop_asked = False      # Ctrl-C on some rank, as the step's all-reduce told
         self.t_first = None          # when the first step of this session ended (the estimate)
         self.val_skipped = 0         # unreadable validation images in the last evaluation
 
@@ -139,12 +159,14 @@ class Trainer:
         s, c, n = self.settings, self.config, len(self.train_set)
         names = ", ".join(c.class_names[:12]) + (", ..." if len(c.class_names) > 12 else "")
         epochs = s.iters * s.batch_size / max(n, 1)
+        procs = f" x {self.comm.size} processes" if self.comm.size > 1 else ""
         print(f"minissd.train: {c.name} ({c.image_size} px input) on {self.spec['kind']} data: "
               f"{n} train / {len(self.val_set)} val images, {len(c.class_names)} classes "
               f"({names})\n"
               f"minissd.train: steps {self.start}..{s.iters} of batch {s.batch_size} = "
               f"{epochs:.1f} epochs, {s.optimizer} lr {s.lr} (warm-up {s.warmup}, x0.1 at "
-              f"{', '.join(map(str, s.milestones)) or 'never'}), {self.device} -> {self.out}",
+              f"{', '.join(map(str, s.milestones)) or 'never'}), {self.device}{procs} -> "
+              f"{self.out}",
               file=sys.stderr)
         if self.spec["kind"] != "synthetic":
             side = median_object_side(self.train_set, c.image_size)
@@ -165,17 +187,35 @@ class Trainer:
         self.lr = learning_rate(step, s.lr, s.warmup, s.milestones)
         x = backend.to_device(images) if self.device == "cuda" else images
         batch = (x, [b for b, _ in targets], [l for _, l in targets])
-        loss, loc_loss, conf_loss = forward_backward(self.net, self.priors, batch, self.config)
+        comm = self.comm if self.comm.size > 1 else None
+        loss, loc_loss, conf_loss = forward_backward(self.model, self.priors, batch, self.config,
+                                                     comm)
+        grads = self.model.grads
+        if comm is not None:
+            grads, loss, loc_loss, conf_loss = self.reduce_step(grads, loss, loc_loss, conf_loss)
         self.updating = True
-        self.opt.step(self.model.params(), self.net.grads, self.lr)
-        if self.net is not self.model:
-            self.net.sync_buffers()              # average the replicas' batch-norm stats
+        self.opt.step(self.model.params(), grads, self.lr)
         self.updating, self.completed = False, step + 1
         parts = backend.get_array_module(loss).stack([loss, loc_loss, conf_loss])
         self.sums = parts if self.sums is None else self.sums + parts
         self.count += 1
         if self.device != "cuda" and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"step {step + 1}")
+
+    def reduce_step(self, grads, loss, loc_loss, conf_loss):
+        """Data parallelism: the gradients, the losses and the Ctrl-C flag summed over the
+        ranks in one all-reduce; the whole batch's (grads, loss, loc, conf) on every rank."""
+        pressed = float(self.ctrl_c is not None and self.ctrl_c.pressed)
+        grads, (loss, loc_loss, conf_loss, stops) = allreduce_gradients(
+            self.comm, grads, [loss, loc_loss, conf_loss, pressed])
+        self.stop_asked = self.stop_asked or bool(stops > 0)
+        return grads, loss, loc_loss, conf_loss
+
+    def interrupted(self):
+        """Ctrl-C was pressed (on any rank, agreed by the step's all-reduce)."""
+        if self.comm.size > 1:
+            return self.stop_asked
+        return self.ctrl_c is not None and self.ctrl_c.pressed
 
     def due(self, done):
         """What is due after `done` steps (the last step logs, evaluates and saves)."""
@@ -213,8 +253,9 @@ class Trainer:
     def evaluate(self, done):
         """VOC07 / VOC10 mAP on the validation split; a better mAP is saved as best.npz."""
         t = time.perf_counter()
-        r = evaluate_model(self.model, self.val_set, self.config,
-                           batch_size=self.settings.batch_size, limit=self.settings.val_limit)
+        # rank 0 evaluates, the others wait (and receive the result)
+        r = self.comm.on_root(evaluate_model, self.model, self.val_set, self.config,
+                              batch_size=self.settings.batch_size, limit=self.settings.val_limit)
         self.val_skipped = r.get("skipped", 0)
         rec = {"step": done, "map": r["map"], "map_voc10": r["map_voc10"],
                "ap": {self.config.class_names[c - 1]: v for c, v in r["ap"].items()},
@@ -233,20 +274,28 @@ class Trainer:
 
     # ------------------------------------------------------------------ helpers and endings
     def save(self, path, step):
-        """The run checkpoint after `step` steps into `path`."""
+        """The run checkpoint after `step` steps into `path` (by rank 0 alone)."""
+        if self.comm.rank != 0:
+            return
         save_run_checkpoint(path, self.model, self.opt, step, self.settings, self.config,
                             self.spec, self.best_map)
 
     def stop_interrupted(self):
         """After Ctrl-C: save the last completed step when sound; exit status 130."""
         self.log.close()
-        print(save_on_interrupt(self.save, self.model, self.last_path, self.completed,
-                                self.updating), file=sys.stderr)
+        message = save_on_interrupt(self.save, self.model, self.last_path, self.completed,
+                                    self.updating)
+        if self.comm.rank == 0:
+            print(message, file=sys.stderr)
+        self.comm.barrier()                     # rank 0 has written last.npz
         return 130
 
     def stop_non_finite(self, e):
         """After a NaN or infinite loss: nothing more is saved; exit status 3."""
         self.log.close()
+        self.comm.barrier()
+        if self.comm.rank != 0:
+            return 3
         kept = self.last_path if os.path.exists(self.last_path) else "(none written yet)"
         print(f"minissd.train: the loss became NaN or infinite at {e}; training stopped and "
               f"nothing was saved after it. The last good checkpoint is {kept}. Lower --lr "
@@ -254,14 +303,12 @@ class Trainer:
               f"again or --resume that checkpoint.", file=sys.stderr)
         return 3
 
-    def close_threads(self):
-        if self.net is not self.model:
-            self.net.close()
-
     def finish(self):
         """The end of a complete run: curves, and where everything is; exit status 0."""
         self.log.close()
         self.log.plot()
+        if self.comm.rank != 0:
+            return 0
         skipped = self.loader.skipped + self.val_skipped
         if skipped:
             print(f"minissd.train: skipped {skipped} unreadable images ({self.loader.skipped} "

@@ -40,7 +40,7 @@ class TrainSettings:
     num_val: int | None            # synthetic set: validation images (None on VOC data)
     clip_norm: float | None        # clip the global gradient norm to this (None: no clipping)
     # The same whatever the config and data: the command line's defaults.
-    threads: int = 2               # CPU: threads that split each batch (minissd/parallel.py)
+    procs: int = 1                 # processes training data-parallel (minissd/distributed.py)
     config: str = "tiny"           # network configuration name (minissd/config.py)
     seed: int = 0                  # seed of the model init, data order and augmentation
     momentum: float = 0.9          # SGD momentum (Adam keeps its own betas)
@@ -65,7 +65,7 @@ class TrainSettings:
     @classmethod
     def from_dict(cls, d: dict) -> TrainSettings:
         """Settings read back from a checkpoint. A checkpoint written before a field existed
-        gets the value training used then (SGD, one thread); unknown keys are ignored."""
+        gets the value training used then (SGD, one process); unknown keys are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {**_BEFORE_THE_FIELD_EXISTED, **{k: v for k, v in d.items() if k in names}}
         kept["milestones"] = tuple(kept["milestones"])
@@ -76,7 +76,7 @@ class TrainSettings:
 
 
 # What training did when a checkpoint's settings lack these (they were added later).
-_BEFORE_THE_FIELD_EXISTED = {"optimizer": "sgd", "threads": 1, "val_limit": None}
+_BEFORE_THE_FIELD_EXISTED = {"optimizer": "sgd", "procs": 1, "val_limit": None}
 
 # What a plain `python -m minissd.train` runs: the tiny config on the synthetic set, sized to
 # finish within 10 minutes on two CPU cores (tiny() in config.py says why the network looks the
