@@ -290,7 +290,11 @@ def main(argv=None):
     if launched is not None and args.procs is None:
         args.procs = launched
     try:
-        settings, spec, checkpoint, out = prepare(args, quiet=distributed.launched_rank() > 0)
+        # the data report is made once: by rank 0, not also by the process that launches them
+        will_launch = launched is None and _procs(args) > 1 \
+            and distributed.missing_for_processes() is None
+        quiet = will_launch or distributed.launched_rank() > 0
+        settings, spec, checkpoint, out = prepare(args, quiet=quiet)
         n = spec["num_train"] if spec["kind"] == "synthetic" else len(open_split(spec, "train"))
         if settings.batch_size > n:
             where = "the synthetic set" if spec["kind"] == "synthetic" else spec["root"]

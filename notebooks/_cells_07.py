@@ -13,7 +13,7 @@ take far fewer so the notebook runs in about a minute on a CPU), so **its mAP is
 run is one command:
 
 ```
-python -m minissd.train     # tiny config, synthetic set: VOC07 mAP 0.91 in 8 min on 2 cores
+python -m minissd.train     # tiny config, synthetic set: VOC07 mAP 0.91 in 7 min on 2 cores
 python -m minissd.train --voc-root VOCdevkit --config ssd300 --pretrained-vgg vgg16.pth
 ```
 """),

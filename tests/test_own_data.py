@@ -210,7 +210,7 @@ def test_a_training_step_and_metrics_with_a_background_image(rng):
 # ---------------------------------------------------------------------------- schedule
 def test_schedule_in_epochs_keeps_the_published_lengths():
     s = scheduled(TINY_ON_SYNTHETIC, 6000)
-    assert (s.iters, s.batch_size, s.warmup, s.milestones) == (4400, 8, 100, (3300, 4000))
+    assert (s.iters, s.batch_size, s.warmup, s.milestones) == (6600, 8, 150, (4950, 6000))
     v = scheduled(SSD300_VOC_RECIPE, 16551)
     assert (v.iters, v.warmup, v.milestones) == (120000, 500, (80000, 100000))
     small = scheduled(TINY_ON_OWN_DATA, 600)              # clamped up to min_iters

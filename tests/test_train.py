@@ -191,4 +191,4 @@ def test_settings_round_trip_through_a_checkpoint():
     older = {k: v for k, v in stored.items() if k not in ("optimizer", "procs", "val_limit")}
     old = TrainSettings.from_dict({**older, "threads": 2})
     assert (old.optimizer, old.procs, old.val_limit, old.milestones) == \
-        ("sgd", 1, None, (3300, 4000))
+        ("sgd", 1, None, TINY_ON_SYNTHETIC.milestones)
