@@ -31,7 +31,8 @@ import numpy as np
 from .backend import get_array_module, to_numpy
 from .layers import (BatchNorm2d, Container, Conv2d, L2Norm, MaxPool2d, MultiBoxHeads, ReLU,
                      Sequential)
-from .plan import CONF_INIT_SCALE, layer_plan, source_sizes   # noqa: F401  (public names)
+from .plan import CONF_INIT_SCALE, source_sizes   # noqa: F401  (public names)
+from .plan import extra_units, l2norm_input, layer_plan, source_units, stage_layers
 
 
 class SSD(Container):
@@ -57,24 +58,15 @@ class SSD(Container):
         _check_feature_maps(config)
         # layers are created in plan order, which fixes the order of the random init draws
         layers = {p.name: _build_layer(p, rng, self.dtype) for p in self.plan}
-        vgg = [p for p in self.plan if p.stage == "vgg"]
-        self.vgg = Sequential(*(layers[p.name] for p in vgg))
+        self.vgg = Sequential(*(layers[p.name] for p in stage_layers(self.plan, "vgg")))
         self.L2Norm = layers["L2Norm"]
-        # the vgg layer whose output feeds L2Norm: the one just before it in the plan
-        before = self.plan[[p.name for p in self.plan].index("L2Norm") - 1]
-        self.l2norm_index = [p.name for p in vgg].index(before.name)
-        units = {}                                       # extras.<j> -> its layers, in order
-        for p in self.plan:
-            if p.stage == "extras":
-                units.setdefault(p.unit, []).append(layers[p.name])
-        self.extras = Sequential(*(ls[0] if len(ls) == 1 else Sequential(*ls)
-                                   for ls in units.values()))
-        # extras whose output is a source (conv8_2, conv9_2, ...)
-        self.source_extras = frozenset(
-            j for j, unit in enumerate(units)
-            if any(p.source is not None for p in self.plan if p.unit == unit))
-        self.heads = MultiBoxHeads([layers[p.name] for p in self.plan if p.stage == "loc"],
-                                   [layers[p.name] for p in self.plan if p.stage == "conf"],
+        self.l2norm_index = l2norm_input(self.plan)       # the vgg layer L2Norm reads
+        self.extras = Sequential(*(layers[u[0].name] if len(u) == 1 else
+                                   Sequential(*(layers[p.name] for p in u))
+                                   for u in extra_units(self.plan)))
+        self.source_extras = source_units(self.plan)      # conv8_2, conv9_2, ...
+        self.heads = MultiBoxHeads([layers[p.name] for p in stage_layers(self.plan, "loc")],
+                                   [layers[p.name] for p in stage_layers(self.plan, "conf")],
                                    config.mbox, config.num_classes)
         self.num_priors = config.num_priors()
 

@@ -25,6 +25,7 @@ Shapes are (C, H, W) of one image: the batch dimension N is left out.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .ops.conv import conv_output_size
@@ -64,13 +65,7 @@ class PlannedLayer:
     @property
     def num_params(self) -> int:
         """Scalars in this layer's parameters."""
-        total = 0
-        for _, shape in self.params:
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for _, shape in self.params)
 
 
 def _conv(name, unit, stage, label, shape, out_ch, kernel, stride=1, padding=0, dilation=1,
@@ -128,37 +123,32 @@ def layer_plan(config) -> tuple:
     shape = (3, config.image_size, config.image_size)
     bn = config.batch_norm
 
-    def conv_block(stage, unit_index, label, out_ch, kernel, stride, padding, dilation=1,
-                   source=None):
+    def next_vgg():
+        """The name of the next entry of ssd.pytorch's vgg list: vgg.<its index>."""
+        return f"vgg.{sum(p.stage == 'vgg' for p in plan)}"
+
+    def conv_block(label, out_ch, kernel, stride, padding, dilation=1, source=None):
         """conv (+ BN) + ReLU in the vgg list: each its own entry, named by list index."""
         nonlocal shape
-        idx = unit_index()
-        plan.append(_conv(f"{stage}.{idx}", f"{stage}.{idx}", stage, label, shape, out_ch,
-                          kernel, stride, padding, dilation))
+        name = next_vgg()
+        plan.append(_conv(name, name, "vgg", label, shape, out_ch, kernel, stride, padding,
+                          dilation))
         shape = plan[-1].out_shape
         if bn:
-            idx = unit_index()
-            plan.append(_batchnorm(f"{stage}.{idx}", f"{stage}.{idx}", stage, label + " bn",
-                                   shape))
-        idx = unit_index()
-        plan.append(_relu(f"{stage}.{idx}", f"{stage}.{idx}", stage, shape, source))
-
-    vgg_count = [0]
-
-    def next_vgg():
-        vgg_count[0] += 1
-        return vgg_count[0] - 1
+            name = next_vgg()
+            plan.append(_batchnorm(name, name, "vgg", label + " bn", shape))
+        name = next_vgg()
+        plan.append(_relu(name, name, "vgg", shape, source))
 
     # --- the VGG base: the config's list, then pool5, conv6, conv7 ---
     n_conv, l2_found = 0, False
     for v, label in zip(config.base, _base_labels(config.base)):
         if v in ("M", "C"):
-            i = next_vgg()
-            plan.append(_pool(f"vgg.{i}", "vgg", label + (" (ceil)" if v == "C" else ""),
+            plan.append(_pool(next_vgg(), "vgg", label + (" (ceil)" if v == "C" else ""),
                               shape, 2, 2, ceil_mode=(v == "C")))
             shape = plan[-1].out_shape
             continue
-        conv_block("vgg", next_vgg, label, v, 3, 1, 1)
+        conv_block(label, v, 3, 1, 1)
         n_conv += 1
         if n_conv == config.l2norm_conv:
             # side branch: L2Norm of this ReLU's output is source 0
@@ -169,12 +159,11 @@ def layer_plan(config) -> tuple:
     if not l2_found:
         raise ValueError(f"config {config.name!r}: l2norm_conv={config.l2norm_conv} but the base "
                          f"has only {n_conv} convs; set l2norm_conv to 1..{n_conv}")
-    i = next_vgg()
-    plan.append(_pool(f"vgg.{i}", "vgg", "pool5", shape, 3, 1, 1))
+    plan.append(_pool(next_vgg(), "vgg", "pool5", shape, 3, 1, 1))
     shape = plan[-1].out_shape
     d = config.fc_dilation
-    conv_block("vgg", next_vgg, "conv6 (fc6)", config.fc[0], 3, 1, d, d)
-    conv_block("vgg", next_vgg, "conv7 (fc7)", config.fc[1], 1, 1, 0, source=1)
+    conv_block("conv6 (fc6)", config.fc[0], 3, 1, d, d)
+    conv_block("conv7 (fc7)", config.fc[1], 1, 1, 0, source=1)
 
     # --- extra layers: pairs of (1x1, then a source conv) ---
     for j, (out_ch, k, stride, pad) in enumerate(config.extras):
@@ -222,6 +211,34 @@ def _source_shapes(plan):
     found = {p.source: p.out_shape for p in plan
              if p.source is not None and p.stage in ("vgg", "l2norm", "extras")}
     return [found[k] for k in sorted(found)]
+
+
+def stage_layers(plan, stage) -> list:
+    """The plan's entries of one stage ("vgg", "extras", "loc", ...), in order."""
+    return [p for p in plan if p.stage == stage]
+
+
+def l2norm_input(plan) -> int:
+    """The index, in the vgg stage, of the layer whose output L2Norm reads (the ReLU of base
+    conv `l2norm_conv`): the entry just before L2Norm in forward order."""
+    names = [p.name for p in plan]
+    before = plan[names.index("L2Norm") - 1]
+    return [p.name for p in stage_layers(plan, "vgg")].index(before.name)
+
+
+def extra_units(plan) -> list:
+    """The extra layers grouped into units: [[PlannedLayer, ...] per extras.<j>], one entry
+    (a conv with its ReLU fused) or three (conv, batch norm, ReLU) each."""
+    units = {}
+    for p in stage_layers(plan, "extras"):
+        units.setdefault(p.unit, []).append(p)
+    return list(units.values())
+
+
+def source_units(plan) -> frozenset:
+    """The indices j of the extra units whose output is a source (conv8_2, conv9_2, ...)."""
+    return frozenset(j for j, unit in enumerate(extra_units(plan))
+                     if any(p.source is not None for p in unit))
 
 
 def source_shapes(config) -> tuple:

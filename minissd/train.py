@@ -44,7 +44,7 @@ import dataclasses
 import os
 import sys
 
-from . import distributed
+from . import backend, distributed
 from .cli import Parser, fail
 from .config import get_config
 from .data.choice import data_spec, open_split
@@ -220,12 +220,19 @@ def _say(text):
     print(f"minissd.train: {text}", file=sys.stderr)
 
 
+def _num_train(spec):
+    """How many training images a data spec has (its folder is listed, not read)."""
+    return spec["num_train"] if spec["kind"] == "synthetic" else len(open_split(spec, "train"))
+
+
 def prepare(args, quiet=False):
-    """(settings, data spec, checkpoint or None, out) of this run, every check done first.
-    quiet: tell nothing (the processes other than rank 0 of a data-parallel run)."""
+    """(settings, data spec, number of training images, checkpoint or None, out) of this run,
+    every check done first. quiet: tell nothing (the processes other than rank 0 of a
+    data-parallel run)."""
     if args.resume:
         checkpoint, settings = resume_from(args)
-        return settings, checkpoint[1]["data"], checkpoint, \
+        spec = checkpoint[1]["data"]
+        return settings, spec, _num_train(spec), checkpoint, \
             args.out or os.path.dirname(os.path.abspath(args.resume))
     if args.image_size is not None:
         try:
@@ -237,8 +244,8 @@ def prepare(args, quiet=False):
     spec = data_spec(root, args.config, args.num_train or base.num_train,
                      args.num_val or base.num_val, classes=args.classes,
                      image_size=args.image_size, report=None if quiet else _say)
-    num_train = None if root is None else len(open_split(spec, "train"))
-    return resolve_settings(args, num_train), spec, None, args.out
+    n = _num_train(spec)
+    return resolve_settings(args, None if root is None else n), spec, n, None, args.out
 
 
 def _procs(args):
@@ -250,7 +257,6 @@ def _procs(args):
 
 
 def _gpu_answers():
-    from . import backend
     return backend.cuda_available()
 
 
@@ -294,8 +300,7 @@ def main(argv=None):
         will_launch = launched is None and _procs(args) > 1 \
             and distributed.missing_for_processes() is None
         quiet = will_launch or distributed.launched_rank() > 0
-        settings, spec, checkpoint, out = prepare(args, quiet=quiet)
-        n = spec["num_train"] if spec["kind"] == "synthetic" else len(open_split(spec, "train"))
+        settings, spec, n, checkpoint, out = prepare(args, quiet=quiet)
         if settings.batch_size > n:
             where = "the synthetic set" if spec["kind"] == "synthetic" else spec["root"]
             fail("train", f"--batch-size: {settings.batch_size} is larger than the training "

@@ -26,7 +26,7 @@ from .. import backend
 from . import best_time
 from ..config import get_config
 from ..model import SSD
-from ..plan import layer_plan
+from ..plan import extra_units, l2norm_input, layer_plan, source_units, stage_layers
 
 
 def _cupy_pool():
@@ -100,22 +100,15 @@ def build_torch_ssd(config, torch):
     class TorchSSD(nn.Module):
         def __init__(self):
             super().__init__()
-            vgg = [p for p in plan if p.stage == "vgg"]
-            self.vgg = nn.ModuleList(module(p) for p in vgg)
-            names = [p.name for p in plan]
-            self.l2_index = [p.name for p in vgg].index(names[names.index("L2Norm") - 1])
-            self.L2Norm = module(plan[names.index("L2Norm")])
-            units = {}
-            for p in plan:
-                if p.stage == "extras":
-                    units.setdefault(p.unit, []).append(p)
-            self.extras = nn.ModuleList(module(ps[0]) if len(ps) == 1 else
-                                        nn.Sequential(*(module(p) for p in ps))
-                                        for ps in units.values())
-            self.source_extras = {j for j, ps in enumerate(units.values())
-                                  if any(p.source is not None for p in ps)}
-            self.loc = nn.ModuleList(module(p) for p in plan if p.stage == "loc")
-            self.conf = nn.ModuleList(module(p) for p in plan if p.stage == "conf")
+            self.vgg = nn.ModuleList(module(p) for p in stage_layers(plan, "vgg"))
+            self.l2_index = l2norm_input(plan)
+            self.L2Norm = module(next(p for p in plan if p.kind == "l2norm"))
+            self.extras = nn.ModuleList(module(u[0]) if len(u) == 1 else
+                                        nn.Sequential(*(module(p) for p in u))
+                                        for u in extra_units(plan))
+            self.source_extras = source_units(plan)
+            self.loc = nn.ModuleList(module(p) for p in stage_layers(plan, "loc"))
+            self.conf = nn.ModuleList(module(p) for p in stage_layers(plan, "conf"))
 
         def forward(self, x):
             sources = []
