@@ -184,7 +184,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     for key in ("batch_size", "iters"):
         value = getattr(s if key == "batch_size" else args, key)
         if value is not None and value < 1:
-            fail("train", f"--{key.replace('_', '-')}: {value} is not a step count; give 1 or "
+            what = "images per step" if key == "batch_size" else "steps"
+            fail("train", f"--{key.replace('_', '-')}: {value} {what} is too few; give 1 or "
                           "more")
     if args.epochs is not None and args.epochs <= 0:
         fail("train", f"--epochs: {args.epochs:g} is not positive; give e.g. --epochs 50")
