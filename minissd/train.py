@@ -3,7 +3,8 @@
 With no options it trains the `tiny` config on the synthetic set (generated once, cached), on
 the GPU when one answers, and evaluates VOC07 mAP on the synthetic validation split.
 --voc-root DIR trains on your own data: a VOCdevkit, a VOC-format folder or a flat
-labelImg/CVAT/Roboflow export (data/folders.py), with the classes found in it. The recipe
+labelImg/CVAT/Roboflow export (data/folders.py), with the classes found in it;
+--coco-root DIR --coco-ann FILE.json COCO-format data (data/coco.py). The recipe
 comes from --config (tiny: Adam from scratch; ssd300/ssd512: the published SGD recipe) and
 its length is set in epochs of the data in hand (training/settings.py): --config ssd300 on
 VOC07+12 trainval is the paper's batch 32, lr 1e-3 with warm-up, x0.1 at 80k and 100k, 120k

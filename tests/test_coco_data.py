@@ -15,6 +15,7 @@ from minissd.data.choice import coco_spec, open_split
 from minissd.data.coco import COCODataset, write_coco
 from minissd.data.synthetic import generate, write_coco_files
 from minissd.data.voc import DataError, VOCDataset
+from minissd.training.settings import default_settings, scheduled
 from minissd.weights import load_checkpoint
 
 FAST = ["--iters", "2", "--batch-size", "2", "--workers", "1", "--no-progress", "--device",
@@ -161,6 +162,9 @@ def test_coco_configs():
     assert c.scales()[0][0] == 20.48 and c.scales()[1][-1] == 542.72
     assert c.num_priors() == 24564
     assert get_config("ssd300_coco", class_names=("a", "b")).num_classes == 3
+    # Caffe SSD's / ssd.pytorch's COCO schedule on trainval35k's 117266 images
+    s = scheduled(default_settings("ssd512_coco", on_voc=True), 117266)
+    assert (s.iters, s.milestones, s.batch_size, s.lr) == (400000, (280000, 360000), 32, 1e-3)
 
 
 def test_train_and_evaluate_on_coco_files(tmp_path, capsys):
@@ -173,6 +177,7 @@ def test_train_and_evaluate_on_coco_files(tmp_path, capsys):
                       + FAST) == 0
     err = capsys.readouterr().err
     assert "on coco data: 8 train / 4 val images, 6 classes" in err and "COCO AP" in err
+    assert "could not draw" not in err and (out / "curves.png").is_file()
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
              if '"map"' in line]
     assert {"coco_map", "coco_map50", "coco_mar_100"} <= set(evals[-1])
