@@ -65,6 +65,7 @@ class CocoFile(NamedTuple):
 
 
 _CACHE = {}                 # (path, size, mtime) -> CocoFile; COCO's train file is 450 MB
+_CACHE_FILES = 2            # a training file and a validation file
 _CACHE_LOCK = threading.Lock()
 
 
@@ -82,7 +83,8 @@ def read_coco_file(path) -> CocoFile:
             return _CACHE[key]
     parsed = _parse_file(path)
     with _CACHE_LOCK:
-        _CACHE.clear()                  # keep one file: memory, not speed, is the limit
+        while len(_CACHE) >= _CACHE_FILES:          # the oldest goes: memory is the limit
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = parsed
     return parsed
 
@@ -116,14 +118,18 @@ def _parse_file(path) -> CocoFile:
             raise DataError(f"{path}: category {what} {twice[0]!r} appears twice; each "
                             "category needs its own id and name")
 
-    images, known = [], set()
+    images, known, names_seen = [], set(), set()
     for k, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"),
                                                                          str):
             raise DataError(f"{path}: images[{k}] needs an \"id\" and a \"file_name\"")
         if im["id"] in known:
             raise DataError(f"{path}: image id {im['id']!r} appears twice in \"images\"")
+        if im["file_name"] in names_seen:
+            raise DataError(f"{path}: file_name {im['file_name']!r} appears twice in "
+                            "\"images\"; each image is listed once")
         known.add(im["id"])
+        names_seen.add(im["file_name"])
         w, h = im.get("width"), im.get("height")
         if w is not None and h is not None and not (_positive(w) and _positive(h)):
             raise DataError(f"{path}: image {im['file_name']} has width {w!r} and height "
