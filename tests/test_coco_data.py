@@ -87,6 +87,8 @@ def test_labels_boxes_crowds_and_background_images(tmp_path):
      r"1 of its 1 images are missing under .*images \(lost.jpg\); pass the images folder"),
     ({"categories": [{"id": 1, "name": "x"}, {"id": 2, "name": "x"}]},
      r"category name 'x' appears twice"),
+    ({"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "a.png"}],
+      "annotations": []}, r"file_name 'a.png' appears twice"),
 ])
 def test_bad_files_name_the_file_and_the_fix(tmp_path, change, message):
     root, ann = coco_set(tmp_path, **change)
