@@ -1,4 +1,4 @@
-"""SSD configurations as plain dataclasses: ssd300, ssd512 and a CPU-sized `tiny`.
+"""SSD configurations as plain dataclasses: ssd300, ssd512 (VOC and COCO) and a CPU-sized `tiny`.
 
 A config says everything needed to build the network (model.py), its default boxes
 (priors.py) and its preprocessing (data/augment.py); checkpoints store it as JSON
@@ -224,13 +224,54 @@ def resized(config: SSDConfig, image_size: int) -> SSDConfig:
         max_sizes=tuple(m * f for m in config.max_sizes))
 
 
-CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny}
+# COCO's 80 object classes in category-id order (the ids run 1..90 with gaps; label i of a
+# minissd COCO config is the i-th name here, as the COCO reader numbers a file's categories).
+COCO_CLASS_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+
+
+def ssd300_coco(num_classes: int = 81, class_names=None) -> SSDConfig:
+    """SSD300 for COCO: the VOC network with smaller default boxes, as Caffe SSD's
+    ssd_coco.py and ssd.pytorch's `coco` config. COCO has more small objects, so the scales
+    start at 7% of the side on conv4_3 (21 px) and then run from 15% to 87% in steps of 18%
+    (min 21, 45, 99, 153, 207, 261; max 45, 99, ..., 315) instead of VOC's 10% and 20..88%."""
+    names = class_names if class_names is not None else (
+        COCO_CLASS_NAMES if num_classes == 81 else None)
+    return dataclasses.replace(
+        ssd300(num_classes, names), name="ssd300_coco",
+        min_sizes=(21, 45, 99, 153, 207, 261), max_sizes=(45, 99, 153, 207, 261, 315))
+
+
+def ssd512_coco(num_classes: int = 81, class_names=None) -> SSDConfig:
+    """SSD512 for COCO, as Caffe SSD's COCO 512 model: conv4_3 at 4% of the side (20.48 px),
+    then 10% to 90% in steps of 16% of 512 (min 20.48, 51.2, 133.12, ..., 460.8; the last max
+    542.72 is 106%) instead of VOC512's 7% and 15..90%."""
+    names = class_names if class_names is not None else (
+        COCO_CLASS_NAMES if num_classes == 81 else None)
+    return dataclasses.replace(
+        ssd512(num_classes, names), name="ssd512_coco",
+        min_sizes=(20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8),
+        max_sizes=(51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72))
+
+
+CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny,
+           "ssd300_coco": ssd300_coco, "ssd512_coco": ssd512_coco}
 
 
 def get_config(name: str, num_classes: int | None = None, class_names=None,
                image_size: int | None = None) -> SSDConfig:
-    """A named config ("ssd300", "ssd512", "tiny"), optionally with other classes and (tiny
-    only) another input side."""
+    """A named config (CONFIGS: "ssd300", "ssd512", "tiny", "ssd300_coco", "ssd512_coco"),
+    optionally with other classes and (tiny only) another input side."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     kw = {"class_names": class_names}

@@ -1,15 +1,22 @@
-"""Evaluate a checkpoint: python -m minissd.evaluate --checkpoint CKPT [--voc-root DIR] [--json]
+"""Evaluate a checkpoint: python -m minissd.evaluate --checkpoint CKPT [--voc-root DIR]
+                       [--coco-root DIR --coco-ann FILE.json] [--metric voc07|voc10|coco|all]
+                       [--json]
 
-Prints a per-class AP table with both PASCAL metrics (VOC2007 11-point and VOC2010+
-all-point), writes PR curves as a PNG, and with --json prints exactly one JSON line on stdout
-(everything else goes to stderr then).
+Prints a per-class AP table with the PASCAL metrics (VOC2007 11-point and VOC2010+ all-point)
+and a table of COCO's twelve numbers (AP@[.5:.95], AP50, AP75, AP and AR by object size,
+computed by pycocotools: metrics.coco_eval), writes PR curves as a PNG, and with --json prints
+exactly one JSON line on stdout (everything else goes to stderr then). --metric picks what is
+computed and printed; the default, all, costs little more than VOC alone (COCOeval took 0.3 s
+next to 2.3 s for the network on the 300 synthetic validation images, 2 CPU cores).
 
 Without --voc-root it evaluates on the validation split of the data the checkpoint was
 trained on (the synthetic set's parameters are stored in the checkpoint, so the same set is
 found in, or regenerated into, the cache; a split made by train is stored as its image ids,
 so the same images are used). With --voc-root DIR: a VOCdevkit is evaluated on VOC2007 test,
 a VOC-format folder or flat export on its validation split (val.txt, valid/, or the one made
-from a hash of the image ids, the same as train made). Classes are the checkpoint's, by name.
+from a hash of the image ids, the same as train made). With --coco-root DIR --coco-ann FILE:
+every image of that COCO file. Classes are the checkpoint's, by name (objects of other
+classes are left out).
 
 Inference (minissd/inference.py): each image is resized to the config's input size (no
 augmentation), preprocessed as the weights expect (config.preprocess), run through the network,
@@ -27,15 +34,24 @@ import time
 
 from . import backend
 from .cli import Parser, fail
+from .coco_metrics import COCO_KEYS, format_coco_table
 from .data.choice import data_spec, open_split
 from .data.voc import DataError
 # load_model, predict and evaluate_model lived here before minissd.inference; the old names stay
 from .inference import CheckpointError, evaluate_model, load_model, predict  # noqa: F401
 
 
-def _dataset_for(meta, voc_root):
-    """The validation dataset: --voc-root's, else the one recorded in the checkpoint."""
-    if voc_root is not None:
+METRICS = ("voc07", "voc10", "coco", "all")
+
+
+def _dataset_for(meta, voc_root, coco_root=None, coco_ann=None):
+    """The validation dataset: --voc-root's or --coco-root's, else the one recorded in the
+    checkpoint."""
+    if coco_root is not None:
+        root, ann = os.path.abspath(coco_root), os.path.abspath(coco_ann)
+        spec = {"kind": "coco", "root": root, "ann": ann, "val_root": root, "val_ann": ann,
+                "classes": list(meta["config"]["class_names"]), "drop_other_classes": True}
+    elif voc_root is not None:
         spec = data_spec(os.path.abspath(voc_root), meta["config"]["name"])
         # the model's classes, by name; objects of classes it was not trained on are left out
         spec.update(classes=list(meta["config"]["class_names"]), drop_other_classes=True)
@@ -52,14 +68,22 @@ def _nan_to_none(v):
 
 
 def build_parser():
-    p = Parser("evaluate", description="PASCAL VOC AP / mAP of a minissd checkpoint, per "
-               "class by name.")
+    p = Parser("evaluate", description="PASCAL VOC AP / mAP and COCO's AP / AR of a minissd "
+               "checkpoint, per class by name.")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="a last.npz or best.npz written by python -m minissd.train")
     p.add_argument("--voc-root", metavar="DIR", help="evaluate on this VOCdevkit (VOC2007 "
                    "test), VOC-format folder or flat export (its validation split: val.txt, "
                    "valid/, or the hash split train makes); default: exactly the validation "
                    "images the checkpoint was trained with")
+    p.add_argument("--coco-root", metavar="DIR", help="evaluate on COCO-format data instead: "
+                   "the folder the --coco-ann file's file_names are relative to (COCO: "
+                   "val2017/)")
+    p.add_argument("--coco-ann", metavar="FILE.json", help="the COCO instances file of "
+                   "--coco-root (COCO: instances_val2017.json); every image in it is evaluated")
+    p.add_argument("--metric", default="all", choices=METRICS, help="voc07: VOC2007 11-point "
+                   "AP; voc10: VOC2010+ all-point AP; coco: COCO's AP@[.5:.95], AP50, AP75, AP "
+                   "and AR by object size (pycocotools); all (default): the three")
     p.add_argument("--json", action="store_true", help="print one JSON line with the results "
                    "on stdout (the table goes to stderr)")
     p.add_argument("--out", metavar="DIR", help="folder for pr_curves.png (default: next to "
@@ -75,6 +99,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
         fail("evaluate", "--batch-size/--limit: must be at least 1")
+    if (args.coco_root is None) != (args.coco_ann is None):
+        given = "--coco-root" if args.coco_ann is None else "--coco-ann"
+        fail("evaluate", f"{given}: COCO-format data needs both --coco-root DIR (the images) "
+                         "and --coco-ann FILE.json (the annotations)")
+    if args.coco_root is not None and args.voc_root is not None:
+        fail("evaluate", "--voc-root: give either --voc-root or --coco-root, not both")
     try:
         return _evaluate(args)
     except (CheckpointError, DataError) as e:
@@ -85,20 +115,15 @@ def _evaluate(args):
     text_out = sys.stderr if args.json else sys.stdout
     backend.set_device(args.device)
     model, config, meta = load_model(args.checkpoint)
-    dataset, spec = _dataset_for(meta, args.voc_root)
+    dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann)
+    want_coco = args.metric in ("coco", "all")
     t = time.perf_counter()
     r = evaluate_model(model, dataset, config, args.batch_size, args.limit,
-                       progress=not args.json)
+                       progress=not args.json, coco=want_coco)
     seconds = time.perf_counter() - t
 
     names = config.class_names
-    width = max(len(n) for n in names + ("class",))
-    print(f"{'class':<{width}}  {'AP (VOC07)':>10}  {'AP (VOC10)':>10}  {'objects':>7}",
-          file=text_out)
-    for c, ap in r["ap"].items():
-        print(f"{names[c - 1]:<{width}}  {ap:>10.4f}  {r['ap_voc10'][c]:>10.4f}  "
-              f"{r['result']['num_gt'][c]:>7d}", file=text_out)
-    print(f"{'mAP':<{width}}  {r['map']:>10.4f}  {r['map_voc10']:>10.4f}", file=text_out)
+    _print_tables(r, names, args.metric, text_out)
 
     from .viz import plot_pr_curves          # imported here: matplotlib is slow to import
     out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
@@ -108,14 +133,37 @@ def _evaluate(args):
     print(f"{r['num_images']} images in {seconds:.1f}s{skipped}; PR curves: {png}",
           file=text_out)
     if args.json:
-        print(json.dumps({
+        out = {
             "map": _nan_to_none(r["map"]), "map_voc07": _nan_to_none(r["map"]),
             "map_voc10": _nan_to_none(r["map_voc10"]),
             "ap": {names[c - 1]: _nan_to_none(v) for c, v in r["ap"].items()},
             "ap_voc10": {names[c - 1]: _nan_to_none(v) for c, v in r["ap_voc10"].items()},
             "num_images": r["num_images"], "checkpoint": os.path.abspath(args.checkpoint),
-            "step": meta.get("step"), "pr_curves": png, "seconds": seconds}))
+            "step": meta.get("step"), "pr_curves": png, "seconds": seconds}
+        if want_coco:
+            out["coco"] = {k: _nan_to_none(r["coco"][k]) for k in COCO_KEYS}
+            out["coco"]["ap"] = {names[c - 1]: _nan_to_none(v)
+                                 for c, v in r["coco"]["ap"].items()}
+        print(json.dumps(out))
     return 0
+
+
+def _print_tables(r, names, metric, out):
+    """The per-class table (the VOC columns --metric asks for, and COCO's AP@[.5:.95] per
+    class with coco), then the COCO table."""
+    cols = [("AP (VOC07)", r["ap"], r["map"]), ("AP (VOC10)", r["ap_voc10"], r["map_voc10"])]
+    cols = {"voc07": cols[:1], "voc10": cols[1:], "coco": [], "all": cols}[metric]
+    if metric in ("coco", "all"):
+        cols.append(("AP (COCO)", r["coco"]["ap"], r["coco"]["map"]))
+    width = max(len(n) for n in names + ("class",))
+    print(f"{'class':<{width}}" + "".join(f"  {h:>10}" for h, _, _ in cols)
+          + f"  {'objects':>7}", file=out)
+    for c in r["ap"]:
+        print(f"{names[c - 1]:<{width}}" + "".join(f"  {ap[c]:>10.4f}" for _, ap, _ in cols)
+              + f"  {r['result']['num_gt'][c]:>7d}", file=out)
+    print(f"{'mAP':<{width}}" + "".join(f"  {m:>10.4f}" for _, _, m in cols), file=out)
+    if metric in ("coco", "all"):
+        print("\n" + format_coco_table(r["coco"]), file=out)
 
 
 if __name__ == "__main__":

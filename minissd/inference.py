@@ -1,4 +1,4 @@
-"""Inference: a model from a checkpoint, detections for images, VOC mAP on a dataset.
+"""Inference: a model from a checkpoint, detections for images, VOC (and COCO) mAP on a dataset.
 
 train (its evaluations), evaluate and detect all use these three.
 
@@ -19,7 +19,7 @@ from . import backend
 from .config import SSDConfig
 from .data.augment import preprocess, resize
 from .data.voc import DataError
-from .metrics import evaluate_detections, voc_ap
+from .metrics import coco_eval, evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
 from .priors import default_boxes
@@ -72,11 +72,15 @@ def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.
     return [tuple(backend.to_numpy(a) for a in d) for d in dets]
 
 
-def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=False):
-    """VOC07 and VOC10 AP of `model` on `dataset` (a VOCDataset opened with keep_difficult=True).
+def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=False,
+                   coco=False):
+    """VOC07 and VOC10 AP of `model` on `dataset` (a VOCDataset or COCODataset opened with
+    keep_difficult=True), and with coco=True COCO's metrics too (metrics.coco_eval, on the
+    original image sizes; a COCODataset also gives its objects' pixel areas).
 
     returns {"map": VOC07 mAP, "map_voc10": ..., "ap": {c: VOC07 AP}, "ap_voc10": {c: ...},
              "result": evaluate_detections' full VOC07 result (precision/recall per class),
+             "coco": coco_eval's result (coco=True only),
              "num_images": n, "skipped": images left out because their files are unreadable}
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -86,24 +90,31 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
     if progress:
         from tqdm import tqdm          # imported here: only a progress bar needs it
         starts = tqdm(starts, desc="evaluate", unit="batch", file=sys.stderr)
-    skipped = 0
+    skipped, sizes = 0, []
+    areas = getattr(dataset, "object_areas", None)    # COCO files: the objects' own areas
     for s in starts:                                   # batches of images
         samples = []
         for i in range(s, min(s + batch_size, n)):
             try:
-                samples.append(dataset[i])
+                samples.append((i, dataset[i]))
             except DataError as e:         # a bad file is left out, named once, and counted
                 skipped += 1
                 warnings.warn(f"evaluation skips image {i}: {e}", stacklevel=2)
         if not samples:
             continue
-        detections += predict(model, config, [smp.image for smp in samples], priors)
-        truths += [{"boxes": smp.boxes, "labels": smp.labels, "difficult": smp.difficult}
-                   for smp in samples]
+        detections += predict(model, config, [smp.image for _, smp in samples], priors)
+        for i, smp in samples:
+            truths.append({"boxes": smp.boxes, "labels": smp.labels, "difficult": smp.difficult,
+                           "area": None if areas is None else areas(i)})
+            sizes.append((smp.image.shape[1], smp.image.shape[0]))          # (W, H)
     r07 = evaluate_detections(detections, truths, config.num_classes, use_07_metric=True)
     ap10 = {c: (voc_ap(r07["recall"][c], r07["precision"][c], use_07_metric=False)
                 if c not in r07["ignored"] else float("nan")) for c in r07["ap"]}
     scored = [v for c, v in ap10.items() if c not in r07["ignored"]]
-    return {"map": r07["map"], "map_voc10": float(np.mean(scored)) if scored else float("nan"),
-            "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n - skipped,
-            "skipped": skipped}
+    out = {"map": r07["map"], "map_voc10": float(np.mean(scored)) if scored else float("nan"),
+           "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n - skipped,
+           "skipped": skipped}
+    if coco:
+        out["coco"] = coco_eval(detections, truths, config.num_classes, sizes,
+                                class_names=config.class_names)
+    return out

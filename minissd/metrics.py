@@ -182,3 +182,8 @@ def evaluate_detections(detections, ground_truths, num_classes, iou_threshold=0.
     scored = [ap for c, ap in out["ap"].items() if c not in out["ignored"]]
     out["map"] = float(np.mean(scored)) if scored else float("nan")
     return out
+
+
+# COCO's metric (AP@[.5:.95] and the rest) is pycocotools' COCOeval, reached through minissd's
+# formats in coco_metrics.py; it is importable from here with the VOC metric.
+from .coco_metrics import coco_eval, to_coco  # noqa: E402,F401

@@ -3,7 +3,8 @@
 With no options it trains the `tiny` config on the synthetic set (generated once, cached), on
 the GPU when one answers, and evaluates VOC07 mAP on the synthetic validation split.
 --voc-root DIR trains on your own data: a VOCdevkit, a VOC-format folder or a flat
-labelImg/CVAT/Roboflow export (data/folders.py), with the classes found in it. The recipe
+labelImg/CVAT/Roboflow export (data/folders.py), with the classes found in it;
+--coco-root DIR --coco-ann FILE.json COCO-format data (data/coco.py). The recipe
 comes from --config (tiny: Adam from scratch; ssd300/ssd512: the published SGD recipe) and
 its length is set in epochs of the data in hand (training/settings.py): --config ssd300 on
 VOC07+12 trainval is the paper's batch 32, lr 1e-3 with warm-up, x0.1 at 80k and 100k, 120k
@@ -46,8 +47,8 @@ import sys
 
 from . import backend, distributed
 from .cli import Parser, fail
-from .config import get_config
-from .data.choice import data_spec, open_split
+from .config import CONFIGS, get_config
+from .data.choice import coco_spec, data_spec, open_split
 from .data.voc import DataError
 from .inference import CheckpointError
 from .training.checkpoint import load_run_checkpoint
@@ -78,12 +79,24 @@ def build_parser():
            "about 10%% of the images are set aside by a hash of their names (written to "
            "<out>/split_val.txt). Without --voc-root the synthetic set is generated once into "
            "the cache and used.")
+    a("--coco-root", metavar="DIR",
+      help="COCO-format data instead of --voc-root: the folder the --coco-ann file's "
+           "file_names are relative to (COCO: train2017/).")
+    a("--coco-ann", metavar="FILE.json",
+      help="the COCO instances file of --coco-root (COCO: instances_train2017.json); classes "
+           "are its categories in id order. Without --coco-val-ann, about 10%% of its images "
+           "are set aside for validation by a hash of their file_names.")
+    a("--coco-val-ann", metavar="FILE.json",
+      help="validate on this COCO instances file (COCO: instances_val2017.json), its images "
+           "under --coco-val-root (default: --coco-root).")
+    a("--coco-val-root", metavar="DIR", help="the images folder of --coco-val-ann.")
     a("--classes", type=_name_list, metavar="A,B,C",
       help="train on these classes, in this label order (objects of other classes are "
            "ignored). Default: labels.txt or classes.txt in --voc-root, else the names found "
            "in the annotations (VOC's order when they are VOC names).")
-    a("--config", default="tiny", choices=("tiny", "ssd300", "ssd512"),
-      help="network configuration from minissd/config.py (default: tiny).")
+    a("--config", default="tiny", choices=tuple(CONFIGS),
+      help="network configuration from minissd/config.py (default: tiny); ssd300_coco and "
+           "ssd512_coco are SSD300/SSD512 with COCO's smaller default boxes.")
     a("--image-size", type=int, metavar="S",
       help="tiny only: the network's input side in pixels (default 128); larger finds smaller "
            "objects and trains slower (about (S/128)^2).")
@@ -126,6 +139,9 @@ def build_parser():
       "augmentation (default 0).")
     a("--eval-every", type=int, help="evaluate VOC07 mAP on the validation split every this "
       "many steps, and always at the end; 0 = only at the end (setting).")
+    a("--coco-metric", action="store_true", help="also compute COCO's AP@[.5:.95] and AP50 "
+      "(pycocotools) at each evaluation, logged beside VOC07 in metrics.jsonl and the "
+      "printed line; best.npz is still chosen by VOC07 mAP.")
     a("--ckpt-every", type=int, help="write last.npz every this many steps (setting).")
     a("--log-every", type=int, help="write a metrics.jsonl line and refresh the progress "
       "bar's loss every this many steps (setting).")
@@ -173,14 +189,14 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     """This run's settings: the command line where given, else the setting's defaults, with
     the schedule for `num_train` training images (default: the synthetic set's size; on
     --voc-root data without it, the recipe's own step counts)."""
-    base = default_settings(args.config, on_voc=args.voc_root is not None)
+    base = default_settings(args.config, on_voc=_own_data(args))
     given = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     s = dataclasses.replace(
         base, **given, procs=_procs(args), config=args.config, seed=args.seed,
         momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
-        image_size=args.image_size, classes=args.classes)
+        image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric)
     for key in ("batch_size", "iters"):
         value = getattr(s if key == "batch_size" else args, key)
         if value is not None and value < 1:
@@ -198,8 +214,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
         s = dataclasses.replace(s, milestones=args.milestones)
     if s.procs < 1:
         fail("train", f"--procs: {s.procs} is not a process count; give 1 or more")
-    if s.pretrained_vgg and not args.resume and s.config not in ("ssd300", "ssd512"):
-        fail("train", f"--pretrained-vgg: needs --config ssd300 or ssd512 (the VGG16 base); "
+    if s.pretrained_vgg and not args.resume and s.config == "tiny":
+        fail("train", f"--pretrained-vgg: needs a VGG16 config (ssd300, ssd512, ...); "
                       f"{s.config} has another base")
     return s
 
@@ -240,13 +256,38 @@ def prepare(args, quiet=False):
             get_config(args.config, image_size=args.image_size)
         except ValueError as e:
             fail("train", f"--image-size: {e}")
-    base = default_settings(args.config, on_voc=args.voc_root is not None)
+    base = default_settings(args.config, on_voc=_own_data(args))
+    if args.coco_root is not None:
+        spec = coco_spec(*(None if p is None else os.path.abspath(p) for p in (
+            args.coco_root, args.coco_ann, args.coco_val_root, args.coco_val_ann)),
+            classes=args.classes, report=None if quiet else _say)
+        n = _num_train(spec)
+        return resolve_settings(args, n), spec, n, None, args.out
     root = None if args.voc_root is None else os.path.abspath(args.voc_root)
     spec = data_spec(root, args.config, args.num_train or base.num_train,
                      args.num_val or base.num_val, classes=args.classes,
                      image_size=args.image_size, report=None if quiet else _say)
     n = _num_train(spec)
     return resolve_settings(args, None if root is None else n), spec, n, None, args.out
+
+
+def _own_data(args):
+    """Training on the user's data (--voc-root or --coco-root), not the synthetic set."""
+    return args.voc_root is not None or args.coco_root is not None
+
+
+def check_data_flags(args):
+    """--voc-root or the --coco-* flags, complete and not both (one-line errors)."""
+    coco = {f: getattr(args, f.replace("-", "_")) for f in
+            ("coco-root", "coco-ann", "coco-val-root", "coco-val-ann")}
+    given = [f"--{f}" for f, v in coco.items() if v is not None]
+    if given and args.voc_root is not None:
+        fail("train", f"--voc-root: give either --voc-root or {given[0]}, not both")
+    if given and (coco["coco-root"] is None or coco["coco-ann"] is None):
+        fail("train", f"{given[0]}: COCO-format data needs both --coco-root DIR (the images) "
+                      "and --coco-ann FILE.json (the annotations)")
+    if coco["coco-val-root"] is not None and coco["coco-val-ann"] is None:
+        fail("train", "--coco-val-root: give --coco-val-ann FILE.json with it")
 
 
 def _procs(args):
@@ -296,6 +337,7 @@ def main(argv=None):
     launched = distributed.launched_size()            # started by mpiexec: its size
     if launched is not None and args.procs is None:
         args.procs = launched
+    check_data_flags(args)
     try:
         # the data report is made once: by rank 0, not also by the process that launches them
         will_launch = launched is None and _procs(args) > 1 \

@@ -145,12 +145,17 @@ def plot_training_curves(records, path=None):
         ax_loss.set_yscale("log")
     if logs:
         ax_loss.legend()
-    evals = [(r["step"], r["map"]) for r in records if r.get("map") is not None
-             and not math.isnan(r["map"])]
-    if evals:
-        ax_map.plot(*zip(*evals), "o-")
+    # VOC07 mAP always; COCO's AP@[.5:.95] too when the run logged it (--coco-metric)
+    for key, label in (("map", "VOC07 mAP"), ("coco_map", "COCO AP@[.5:.95]")):
+        evals = [(r["step"], r[key]) for r in records if r.get(key) is not None
+                 and not math.isnan(r[key])]
+        if evals:
+            ax_map.plot(*zip(*evals), "o-", label=label)
+    if any("coco_map" in r for r in records):
+        ax_map.legend()
     ax_map.set_xlabel("step"), ax_map.set_ylabel("mAP"), ax_map.set_ylim(0, 1)
-    ax_map.set_title("validation mAP (VOC07 11-point)")
+    ax_map.set_title("validation mAP (VOC07 11-point)" if not any(
+        "coco_map" in r for r in records) else "validation mAP")
     ax_map.grid(alpha=0.3)
     if path is not None:
         save_figure(ax_loss.figure, path)

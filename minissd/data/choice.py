@@ -6,6 +6,9 @@ A data spec is a small JSON dict that says where the images come from:
     {"kind": "voc", "root", "layout", "classes", "drop_other_classes",
      "train": [splits] or "train_ids": [image ids],
      "val": [splits] or "val_ids": [image ids]}                           (a --voc-root folder)
+    {"kind": "coco", "root", "ann", "val_root", "val_ann", "classes", "drop_other_classes",
+     "train_ids" / "val_ids": [file_names] (a made split; absent: every image of the file)}
+                                                  (--coco-root and --coco-ann, data/coco.py)
 train stores it in every checkpoint, so evaluate and --resume open exactly the same images:
 where the folder gives no validation split, the one made (folders.hash_split) is recorded as
 its image ids. Errors are DataError (a ValueError) with a message for the user; each command
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..config import get_config
 from .augment import SSDAugmentation, pixel_mean
+from .coco import COCODataset, read_coco_file
 from .folders import count_classes, find_layout, hash_split, labels_file, order_classes
 from .loader import DataLoader
 from .synthetic import ensure_synthetic
@@ -73,6 +77,40 @@ def data_spec(voc_root, config_name, num_train=None, num_val=None, classes=None,
     return spec
 
 
+def coco_spec(root, ann, val_root=None, val_ann=None, classes=None, report=None) -> dict:
+    """The data spec of COCO-format data: images under `root` annotated by the JSON file
+    `ann`, validated on the images of `val_ann` (under `val_root`, default `root`) or, without
+    one, on a split made from a hash of the file_names (folders.hash_split, recorded as ids).
+    Classes: `classes` (objects of other categories dropped), else the file's categories in
+    id order; a validation file's categories are matched to them by name."""
+    report = report or (lambda text: None)
+    first = read_coco_file(ann)
+    names = [n for _, n in first.categories]
+    if classes is not None:
+        absent = [n for n in classes if n not in names]
+        if absent:
+            raise DataError(f"--classes: {', '.join(absent)} is not a category of {ann}; its "
+                            f"categories are {', '.join(names[:20])}")
+    spec = {"kind": "coco", "root": root, "ann": first.path, "val_root": val_root or root,
+            "val_ann": None, "classes": list(classes or names),
+            "drop_other_classes": classes is not None}
+    if val_ann is not None:
+        spec["val_ann"] = read_coco_file(val_ann).path
+        COCODataset(spec["val_root"], val_ann, classes=spec["classes"],
+                    drop_other_classes=spec["drop_other_classes"])   # checked now, not later
+        return spec
+    pool = [name for _, name, _, _ in first.images]
+    if len(pool) < 2:
+        raise DataError(f"{ann}: {len(pool)} image(s) listed; training needs at least two "
+                        "(one to train on, one to validate on)")
+    spec["val_ann"] = spec["ann"]
+    spec["train_ids"], spec["val_ids"] = hash_split(pool)
+    report(f"{ann}: no validation file given (--coco-val-ann); made a split from a hash of "
+           f"each file_name: {len(spec['train_ids'])} train / {len(spec['val_ids'])} val "
+           "images")
+    return spec
+
+
 def _voc_splits(root) -> dict:
     """The "layout" and the train/val part of a --voc-root folder's data spec."""
     found = find_layout(root)
@@ -105,7 +143,14 @@ def _voc_splits(root) -> dict:
 
 
 def open_split(spec, split, keep_difficult=False):
-    """The VOCDataset of a data spec's "train" or "val" part (generating the synthetic set)."""
+    """The dataset (VOCDataset or COCODataset) of a data spec's "train" or "val" part
+    (generating the synthetic set)."""
+    if spec["kind"] == "coco":
+        root, ann = (spec["root"], spec["ann"]) if split == "train" else \
+            (spec["val_root"], spec["val_ann"])
+        return COCODataset(root, ann, classes=tuple(spec["classes"]),
+                           keep_difficult=keep_difficult, ids=spec.get(f"{split}_ids"),
+                           drop_other_classes=spec.get("drop_other_classes", False))
     if spec["kind"] == "synthetic":
         root = ensure_synthetic(spec["num_train"], spec["num_val"], spec["image_size"],
                                 spec["seed"], progress=True)

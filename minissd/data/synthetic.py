@@ -1,7 +1,7 @@
 """A synthetic detection set in VOC format: coloured shapes on textured backgrounds.
 
     python -m minissd.data.synthetic --out DIR [--num-train N] [--num-val N]
-                                     [--image-size S] [--seed S]
+                                     [--image-size S] [--seed S] [--coco]
 
 PASCAL VOC cannot be downloaded everywhere, so this writes a small set with the same layout
 (JPEGImages/*.jpg, Annotations/*.xml, ImageSets/Main/{train,val}.txt, labels.txt) that
@@ -21,6 +21,11 @@ What an image holds (all drawn from one seed, so the same seed gives the same by
 
 Sizes are chosen so that a small CNN learns the set to VOC07 mAP >= 0.9 in minutes at 128x128.
 `ensure_synthetic(...)` generates a set once into a cache folder and reuses it.
+
+--coco (or write_coco_files(root)) also writes the set as COCO instances files,
+<out>/coco_train.json and <out>/coco_val.json, with file_names relative to <out>/JPEGImages:
+an example of COCO-format data, read by --coco-root <out>/JPEGImages --coco-ann ... .
+Difficult objects become crowds (iscrowd 1), which both metrics ignore alike.
 """
 from __future__ import annotations
 
@@ -300,6 +305,16 @@ def ensure_synthetic(num_train=2000, num_val=500, image_size=160, seed=0, progre
     return root
 
 
+def write_coco_files(root) -> tuple:
+    """The synthetic set at `root` as COCO files: (<root>/coco_train.json, coco_val.json)."""
+    from .coco import write_coco         # imported here: coco.py imports the VOC reader
+    from .voc import VOCDataset
+    images = os.path.join(root, "JPEGImages")
+    return tuple(write_coco(VOCDataset(root, splits=(split,), keep_difficult=True),
+                            os.path.join(root, f"coco_{split}.json"), image_root=images)
+                 for split in ("train", "val"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minissd.data.synthetic",
                                 description="Write the synthetic VOC-format detection set.")
@@ -308,9 +323,17 @@ def main(argv=None):
     p.add_argument("--num-val", type=int, default=500, help="validation images (default 500)")
     p.add_argument("--image-size", type=int, default=160, help="image side in pixels (160)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--coco", action="store_true", help="also write the annotations as COCO "
+                   "instances files, <out>/coco_train.json and coco_val.json (file_names "
+                   "relative to <out>/JPEGImages)")
     a = p.parse_args(argv)
     root = generate(a.out, a.num_train, a.num_val, a.image_size, a.seed, progress=True)
     print(f"wrote {a.num_train} train + {a.num_val} val images to {root}")
+    if a.coco:
+        train, val = write_coco_files(root)
+        images = os.path.join(root, "JPEGImages")
+        print(f"wrote {train} and {val}; train on them with: python -m minissd.train "
+              f"--coco-root {images} --coco-ann {train} --coco-val-ann {val}")
     return 0
 
 

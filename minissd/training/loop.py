@@ -29,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import backend
+from ..coco_metrics import COCO_KEYS
 from ..config import SSDConfig, get_config
 from ..data.choice import (CachedDataset, data_spec, make_loader, median_object_side,
                            open_split, write_split_files)
@@ -251,19 +252,26 @@ class Trainer:
         self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), done
 
     def evaluate(self, done):
-        """VOC07 / VOC10 mAP on the validation split; a better mAP is saved as best.npz."""
+        """VOC07 / VOC10 mAP (and with --coco-metric COCO's AP) on the validation split; a
+        better VOC07 mAP is saved as best.npz."""
         t = time.perf_counter()
+        coco = getattr(self.settings, "coco_metric", False)
         # rank 0 evaluates, the others wait (and receive the result)
         r = self.comm.on_root(evaluate_model, self.model, self.val_set, self.config,
-                              batch_size=self.settings.batch_size, limit=self.settings.val_limit)
+                              batch_size=self.settings.batch_size, limit=self.settings.val_limit,
+                              coco=coco)
         self.val_skipped = r.get("skipped", 0)
         rec = {"step": done, "map": r["map"], "map_voc10": r["map_voc10"],
-               "ap": {self.config.class_names[c - 1]: v for c, v in r["ap"].items()},
-               "eval_s": time.perf_counter() - t}
+               "ap": {self.config.class_names[c - 1]: v for c, v in r["ap"].items()}}
+        coco_text = ""
+        if coco:
+            rec.update({f"coco_{k}": r["coco"][k] for k in COCO_KEYS})
+            coco_text = (f", COCO AP {rec['coco_map']:.4f}, AP50 {rec['coco_map50']:.4f}")
+        rec["eval_s"] = time.perf_counter() - t
         self.log.write(rec)
         self.log.plot()
         self.log.message(f"step {done}: VOC07 mAP {rec['map']:.4f} "
-                         f"(VOC10 {rec['map_voc10']:.4f}) in {rec['eval_s']:.1f}s")
+                         f"(VOC10 {rec['map_voc10']:.4f}{coco_text}) in {rec['eval_s']:.1f}s")
         if self.best_map is None or rec["map"] > self.best_map:
             self.best_map = rec["map"]
             checked_save(self.save, self.model, self.best_path, done)

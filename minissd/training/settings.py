@@ -50,6 +50,7 @@ class TrainSettings:
     pretrained_vgg: str | None = None   # .pth the VGG16 base starts from (ssd300/ssd512)
     image_size: int | None = None  # the network's input side; None: the config's own
     classes: tuple[str, ...] | None = None    # --classes: train on these (None: as found)
+    coco_metric: bool = False      # --coco-metric: COCO AP beside VOC07 at each evaluation
     # The schedule in epochs (see `scheduled`): iters, warmup and milestones above are what it
     # resolved to for this run's data; epochs is then this run's own length in epochs.
     epochs: float | None = None    # passes over the training images
@@ -121,16 +122,28 @@ SSD300_VOC_RECIPE = TrainSettings(
     min_iters=1, max_iters=None, warmup_fraction=500 / 120000,
     milestone_fractions=(80000 / 120000, 100000 / 120000))
 
+# The COCO schedule of Caffe SSD and ssd.pytorch (configs ssd300_coco, ssd512_coco): 400000
+# steps of 32, x0.1 at 280000 and 360000, on COCO trainval35k (117266 images with objects:
+# 109 epochs); on other data the same number of epochs.
+SSD_COCO_RECIPE = dataclasses.replace(
+    SSD300_VOC_RECIPE, iters=400000, milestones=(280000, 360000), config="ssd300_coco",
+    epochs=400000 * 32 / 117266, milestone_fractions=(280000 / 400000, 360000 / 400000),
+    warmup_fraction=500 / 400000, warmup=500)
+
 # ssd300/ssd512 on the synthetic set: the VOC recipe, on a 2000 + 300 image synthetic set.
 VOC_RECIPE_ON_2000_SYNTHETIC = dataclasses.replace(SSD300_VOC_RECIPE, num_train=2000,
                                                    num_val=300)
 
 
 def default_settings(config_name: str, on_voc: bool) -> TrainSettings:
-    """The named defaults of a config on VOC-style data (on_voc) or on the synthetic set: the
-    tiny recipe for tiny whatever the data, the SSD300 recipe for ssd300 and ssd512."""
+    """The named defaults of a config on your data (on_voc: --voc-root or --coco-root) or on
+    the synthetic set: the tiny recipe for tiny whatever the data, the COCO recipe for the
+    *_coco configs, the SSD300 VOC recipe for ssd300, ssd512 and the others."""
     if config_name == "tiny":
         return TINY_ON_OWN_DATA if on_voc else TINY_ON_SYNTHETIC
+    if config_name.endswith("_coco"):
+        return SSD_COCO_RECIPE if on_voc else dataclasses.replace(
+            SSD_COCO_RECIPE, num_train=2000, num_val=300)
     return SSD300_VOC_RECIPE if on_voc else VOC_RECIPE_ON_2000_SYNTHETIC
 
 
