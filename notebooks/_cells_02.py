@@ -245,7 +245,7 @@ assert np.allclose(y.std(axis=(0, 2, 3)), 1, atol=1e-4)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for c in range(C):
     axes[0].hist(x[:, c].ravel(), bins=30, alpha=0.6, label=f"channel {c}")
-    axes[1].hist(y[:, c].ravel(), bins=20, histtype="step", linewidth=2, label=f"channel {c}")
+    axes[1].hist(y[:, c].ravel(), bins=20, histtype="step", linewidth=2)
 axes[0].set_title("a conv's output: each channel its own mean and scale")
 axes[1].set_title("after batch norm (gamma 1, beta 0): mean 0, std 1")
 axes[0].legend(fontsize=8)
