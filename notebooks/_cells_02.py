@@ -256,7 +256,8 @@ plt.show()
 The gradient check, on a small corner of that batch, in training mode (the batch statistics
 depend on $x$, the hard case) and in eval mode. One more check follows from the derivation:
 $\hat x$ does not change when a channel's inputs are all shifted by a constant or all scaled
-by a factor, so the gradient $dx$ has no component along those directions: per channel $\sum_i dx_i = 0$ and
+by a factor, so the gradient $dx$ has no component along those directions: per channel
+$\sum_i dx_i = 0$ and
 $\sum_i dx_i\, \hat x_i = 0$. The second holds exactly only for $\epsilon = 0$; with
 $\epsilon$, $\sum_i \hat x_i^2 = M \sigma^2 r^2$ instead of $M$, and the formula above gives
 $\sum_i dx_i\, \hat x_i = \gamma\, r\, d\gamma\; \epsilon r^2$, visible for the channel of
