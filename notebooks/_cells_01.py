@@ -334,14 +334,15 @@ for ax, (obj, side) in ((axes[1], ("head", 8)), (axes[2], ("flag", 4))):
         ax.axvline(t, color="white", linewidth=0.8)
     viz.draw_boxes(None, gt[picked[obj]] * 128, ax=ax, normalized=False, color=colors[obj],
                    linewidth=3)
-    viz.draw_default_boxes(None, small_priors * 128, indices=fits[obj, side], ax=ax,
-                           color="yellow", linewidth=1.5)
     for n_box, p in enumerate(fits[obj, side]):
+        shade = ("yellow", "cyan", "magenta", "lime", "orange", "white")[n_box % 6]
+        viz.draw_default_boxes(None, small_priors * 128, indices=[p], ax=ax, color=shade,
+                               linewidth=1.5)
         x, y = small_priors[p, :2] * 128
-        ax.plot(x, y, "o", color="yellow", markersize=5)
+        ax.plot(x, y, "o", color=shade, markersize=5)
         ax.text(0.99, 0.02 + 0.07 * n_box, f"{small_tags[p]}, IoU {overlaps[picked[obj], p]:.2f}",
                 transform=ax.transAxes, ha="right", fontsize=9,
-                bbox=dict(facecolor="yellow", edgecolor="none", pad=1))
+                bbox=dict(facecolor=shade, edgecolor="none", pad=1))
     ax.set_xlim(-1, 129), ax.set_ylim(129, -1), ax.set_axis_off()
     ax.set_title(f"{side}x{side} map: {len(fits[obj, side])} default boxes fit the {obj}")
 fig.tight_layout()
