@@ -33,7 +33,7 @@ non-maximum suppression (notebook 06).
 A note on dates, since explanations of SSD (the walkthrough these notebooks were first written
 from among them) sometimes present it as an answer to YOLO v2: SSD appeared on arXiv in
 December 2015 and at ECCV 2016; YOLO v2 (YOLO9000) appeared a year later, in December 2016,
-and borrowed anchor boxes and multi-scale ideas from Faster R-CNN and SSD. SSD came first.
+took up anchor boxes (from Faster R-CNN) and compared itself with SSD. SSD came first.
 """),
 ("code", r"""
 from dataclasses import replace

@@ -131,9 +131,9 @@ fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-This is rare with real data, since two objects rarely share their best box among 8732, but it
-happens in crowds of small objects of about the same size, and then the annotation order
-decides which of them is trained. (Some later detectors solve the assignment as a real
+Among 8732 boxes two objects seldom share their best one (none of the photo's six objects
+below does), but it can happen in a crowd of small objects of about the same size, and then
+the order of the annotations decides which of them is trained. (Some later detectors solve the assignment as a real
 bipartite matching, with no box given twice; SSD's rule is the greedy one above.)
 
 Why the bipartite step matters at all: a 12x9-pixel object has no default box with IoU
