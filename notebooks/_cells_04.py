@@ -133,8 +133,9 @@ plt.show()
 ("md", r"""
 Among 8732 boxes two objects seldom share their best one (none of the photo's six objects
 below does), but it can happen in a crowd of small objects of about the same size, and then
-the order of the annotations decides which of them is trained. (Some later detectors solve the assignment as a real
-bipartite matching, with no box given twice; SSD's rule is the greedy one above.)
+the order of the annotations decides which of them is trained. (Some later detectors, DETR
+among them, solve a real bipartite matching, with no box given twice; SSD's rule is the greedy
+one above.)
 
 Why the bipartite step matters at all: a 12x9-pixel object has no default box with IoU
 $\ge 0.5$ (the smallest boxes are 30x30), so the threshold alone would make it invisible to
