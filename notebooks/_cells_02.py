@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minissd.gradcheck import check_gradients, rel_error
-from minissd.config import tiny
+from minissd.config import ssd300, tiny
 from minissd.ops.activation import relu_backward, relu_forward
 from minissd.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from minissd.ops.conv import (conv2d_backward, conv2d_backward_naive, conv2d_forward,
@@ -27,6 +27,7 @@ from minissd.ops.conv import (conv2d_backward, conv2d_backward_naive, conv2d_for
 from minissd.ops.l2norm import l2norm_backward, l2norm_forward
 from minissd.ops.pool import (maxpool2d_backward, maxpool2d_backward_naive, maxpool2d_forward,
                               maxpool2d_forward_naive, pool_output_size)
+from minissd.plan import layer_plan
 
 rng = np.random.default_rng(0)
 """),
@@ -221,9 +222,13 @@ $\sigma^2 = (4 + 1 + 0 + 9)/4 = 3.5$, $\hat x = (-2, -1, 0, 3)/\sqrt{3.5} =
 (-1.069, -0.535, 0, 1.604)$ (with $\epsilon = 10^{-5}$ the last digits move a little).
 """),
 ("code", r"""
-cfg_tiny = tiny()
-print("tiny uses batch norm:", cfg_tiny.batch_norm)
-assert cfg_tiny.batch_norm
+# The operations each network is made of, read from its layer plan (notebook 03).
+ops_300 = sorted({p.kind for p in layer_plan(ssd300())})
+ops_tiny = sorted({p.kind for p in layer_plan(tiny())})
+print("ssd300:", ops_300)
+print("tiny:  ", ops_tiny)
+assert len(ops_300) == 4 and len(ops_tiny) == 5
+assert set(ops_tiny) - set(ops_300) == {"batchnorm"}
 
 x1 = np.array([1.0, 2.0, 3.0, 6.0]).reshape(1, 1, 2, 2)              # (N, C, H, W), M = 4
 y1, _ = batchnorm2d_forward(x1, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1))
