@@ -5,9 +5,11 @@ M the largest G in a batch (images are padded to it).
 
 SSD's rule (paper Sec. 2.2; ssd.pytorch's `match`):
   1. IoU matrix between the G ground-truth boxes and the P default boxes (both in corner form).
-  2. Bipartite step: every ground truth claims the prior it overlaps most, so every object has
-     at least one positive even when no prior reaches the threshold. When two ground truths
-     claim the same prior, the later one (higher index) wins, as ssd.pytorch's loop does.
+  2. Bipartite step: every ground truth claims the prior it overlaps most, so an object has a
+     positive even when no prior reaches the threshold. When two ground truths claim the same
+     prior, the later one (higher index) wins, as ssd.pytorch's loop does, and the earlier one
+     gets no second choice: it keeps only the priors step 3 gives it, possibly none
+     (notebook 04 works such a case by hand).
   3. Every other prior takes the ground truth it overlaps most if that IoU >= iou_threshold,
      else it is background (label 0).
 The targets are then the labels (1..K, as given) and the encoded offsets of the matched

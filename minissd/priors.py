@@ -73,6 +73,32 @@ def default_boxes(config):
     return priors.astype(np.float32)
 
 
+def box_labels(config) -> list:
+    """A short name for every default box, in the order of default_boxes(config): its scale
+    and its aspect ratio w/h, e.g. "s=0.10, 1", "s'=0.14, 1", "s=0.10, 2", "s=0.10, 1/2".
+
+    "s" is the map's scale s_k (min_size / image_size) and "s'" the extra square's
+    s'_k = sqrt(s_k * max_k). Pictures label boxes with these (notebooks 01 and 04):
+
+        >>> from minissd.config import ssd300
+        >>> box_labels(ssd300())[:4]
+        ['s=0.10, 1', "s'=0.14, 1", 's=0.10, 2', 's=0.10, 1/2']
+    returns a list of P strings.
+    """
+    _check(config)
+    min_sizes, max_sizes = config.scales()
+    size = float(config.image_size)
+    labels = []
+    for f, s_min, s_max, ratios in zip(config.feature_maps, min_sizes, max_sizes,
+                                       config.aspect_ratios):
+        s = s_min / size
+        location = [f"s={s:.2f}, 1", f"s'={math.sqrt(s * s_max / size):.2f}, 1"]
+        for a in ratios:
+            location += [f"s={s:.2f}, {a:g}", f"s={s:.2f}, 1/{a:g}"]
+        labels += location * (f * f)                                # same order as the boxes
+    return labels
+
+
 def _check(config):
     """Raise a ValueError naming the config field and the fix when the box layout disagrees."""
     name = getattr(config, "name", "config")

@@ -126,6 +126,76 @@ def _image_scale(image):
     return np.array([w, h, w, h], dtype=np.float64)
 
 
+def draw_plan(plan, ax=None, title=None):
+    """The network as one block diagram, read from a layer plan (minissd.plan.layer_plan).
+
+    Left to right: the input, then every source feature map (a block whose height grows with
+    its side), with the trunk layers that lead to it written on the arrow; under each source
+    its two 3x3 heads (loc: B_k * 4 channels, conf: B_k * C) and the f_k * f_k * B_k default
+    boxes it predicts; at the right the total. Everything comes from the plan, so the picture
+    is right for ssd300, ssd512, tiny or any config. Returns ax.
+    """
+    ax = ax if ax is not None else new_axes(figsize=(16, 5))
+    trunk = [p for p in plan if p.stage in ("vgg", "l2norm", "extras")]
+    heads = {(p.stage, p.source): p for p in plan if p.stage in ("loc", "conf")}
+    # Split the trunk at every source: segment k is what runs between source k-1 and k.
+    segments, current, sources = [], [], []
+    for p in trunk:
+        if p.stage != "l2norm":
+            current.append(p)
+        if p.source is not None:
+            convs = [q for q in current if q.kind == "conv"] or [p]
+            name = p.label if p.kind == "l2norm" else convs[-1].label
+            sources.append((p.source, name, p.out_shape))
+            segments.append(current)
+            current = []
+    biggest = max(shape[1] for _, _, shape in sources)
+    c_in, size, _ = plan[0].in_shape
+    x, total, width = 0.0, 0, 1.0
+    ax.add_patch(Rectangle((x, -1.5), width, 3.0, facecolor="lightgray", edgecolor="black"))
+    ax.text(x + width / 2, 1.65, f"input\n{c_in}x{size}x{size}", ha="center", va="bottom",
+            fontsize=8)
+    for (k, name, (c, h, w)), seg in zip(sources, segments):
+        # the arrow from the previous block, labelled with the layers that make this source
+        layers = [q.label.replace(" (ceil)", "") for q in seg if q.kind in ("conv", "maxpool")]
+        n_conv = sum(q.kind == "conv" for q in seg)
+        n_pool = sum(q.kind == "maxpool" for q in seg)
+        if len(layers) > 3:
+            text = f"{layers[0]}\n..\n{layers[-1]}\n({n_conv} conv, {n_pool} pool)"
+        else:
+            text = "\n".join(layers) if layers else "(same map)"
+        if any(q.kind == "batchnorm" for q in seg):
+            text += "\n+ BN"
+        ax.annotate("", xy=(x + width + 1.2, 0), xytext=(x + width, 0),
+                    arrowprops=dict(arrowstyle="->", color="black"))
+        ax.text(x + width + 0.6, 0.1, text, ha="center", va="bottom", fontsize=7)
+        x += width + 1.2
+        height = 0.3 + 2.7 * (h / biggest) ** 0.5
+        ax.add_patch(Rectangle((x, -height / 2), width, height, facecolor="tab:blue",
+                               alpha=0.35, edgecolor="black"))
+        ax.text(x + width / 2, height / 2 + 0.05, f"source {k}\n{name}\n{h}x{w}x{c}",
+                ha="center", va="bottom", fontsize=8, fontweight="bold")
+        loc, conf = heads["loc", k], heads["conf", k]
+        boxes = loc.out_shape[0] // 4
+        classes = conf.out_shape[0] // boxes
+        count = h * w * boxes
+        total += count
+        ax.annotate("", xy=(x + width / 2, -2.0), xytext=(x + width / 2, -height / 2),
+                    arrowprops=dict(arrowstyle="->", color="tab:red"))
+        ax.text(x + width / 2, -2.05,
+                f"loc 3x3: {boxes}x4\nconf 3x3: {boxes}x{classes}\n{h}x{w}x{boxes}\n"
+                f"= {count} boxes", ha="center", va="top", fontsize=8, color="tab:red")
+    ax.text(x + width + 0.4, -2.4, f"sum: {total} boxes\nloc (N, {total}, 4)\n"
+            f"conf (N, {total}, {classes})", ha="left", va="top", fontsize=9,
+            fontweight="bold")
+    ax.set_xlim(-0.3, x + width + 2.6)
+    ax.set_ylim(-3.7, 3.0)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_training_curves(records, path=None):
     """Loss parts and validation mAP against the step, from metrics.jsonl records.
 

@@ -5,50 +5,138 @@ CELLS = [
 # 01 · Default boxes
 
 SSD predicts every object as an **offset from a fixed box**, a *default box* (the paper's name;
-other detectors say *anchor* or *prior*). This notebook builds the 8732 default boxes of SSD300
-from `minissd.priors.default_boxes` and looks at them.
+other detectors say *anchor* or *prior*). This notebook explains why SSD has so many of them,
+builds the 8732 default boxes of SSD300 with `minissd.priors.default_boxes`, and draws them on
+real photos.
 
-**Concept.** Six feature maps of decreasing size (38x38 down to 1x1) each tile the image with a
-grid. Every cell of map $k$ holds $B_k$ boxes (4 or 6) centred on the cell, all of one scale
-$s_k$: large maps see small objects, small maps see large ones.
+## Why SSD exists
+
+In 2015 the accurate detectors had **two stages**. Faster R-CNN first runs a region proposal
+network that suggests about 300 candidate boxes per image, then crops each candidate's
+features (RoI pooling) and runs a second network on every crop to classify it and refine its
+box. Accurate, but the second stage runs once per proposal: 7 images per second on a GPU.
+
+**YOLO v1** (Redmon et al., 2015) was the first single network to go straight from pixels to
+boxes. It cuts the image into a $7 \times 7$ grid and predicts, from its last, coarse feature
+map, $B = 2$ boxes per cell and one set of class scores per cell: $7 \cdot 7 \cdot 2 = 98$
+boxes in all. Fast (45 images per second), but every cell can report at most two objects, of
+one class, and all of them are predicted from a map where one cell covers 64x64 pixels of a
+448-pixel image. A flock of small birds is lost.
+
+**SSD** (Liu et al.) keeps YOLO's single pass and fixes both limits. It predicts from **six**
+feature maps of decreasing resolution (38x38 down to 1x1 in SSD300), with 4 or 6 default boxes
+per cell, each with its own class scores: **8732 boxes**. *Single shot* means that one forward
+pass of one network gives every box and every class score at once: there is no proposal step
+and no second network run per region. What remains after the network is only decoding and
+non-maximum suppression (notebook 06).
+
+A note on dates, since explanations of SSD (the walkthrough these notebooks were first written
+from among them) sometimes present it as an answer to YOLO v2: SSD appeared on arXiv in
+December 2015 and at ECCV 2016; YOLO v2 (YOLO9000) appeared a year later, in December 2016,
+took up anchor boxes (from Faster R-CNN) and compared itself with SSD. SSD came first.
 """),
 ("code", r"""
-import os
-import tempfile
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
+from skimage.feature import blob_log
 
 from minissd import viz
-from minissd.config import ssd300
+from minissd.boxes import center_to_corner, iou
+from minissd.config import ssd300, tiny
 from minissd.data.augment import resize
-from minissd.data.synthetic import generate
-from minissd.data.voc import VOCDataset
-from minissd.priors import boxes_per_location, default_boxes
+from minissd.data.photos import normalised_boxes, photo
+from minissd.priors import box_labels, boxes_per_location, default_boxes
 
 cfg = ssd300()
-print("feature maps", cfg.feature_maps)
-print("steps       ", cfg.steps, "  (pixels per cell; f_k = 300 / step)")
+print("feature maps", cfg.feature_maps, "  (f_k: cells per side of map k)")
+print("steps       ", cfg.steps, "  (pixels of the 300-pixel input per cell)")
 print("ratios      ", cfg.aspect_ratios)
-print("B_k         ", cfg.mbox)
+print("B_k         ", cfg.mbox, "  (default boxes per cell)")
+
+yolo_boxes = 7 * 7 * 2                           # S x S cells, B boxes each
+ssd_boxes = cfg.num_priors()
+print(f"YOLO v1: {yolo_boxes} boxes from one 7x7 map;  SSD300: {ssd_boxes} boxes from "
+      f"{len(cfg.feature_maps)} maps ({ssd_boxes / yolo_boxes:.0f}x as many)")
+assert yolo_boxes == 98 and ssd_boxes == 8732 and len(cfg.feature_maps) == 6
+"""),
+("md", r"""
+### A crowd of small objects
+
+The Hubble eXtreme Deep Field (`skimage.data.hubble_deep_field()`, NASA / HubbleSite, public
+domain) is a sky full of small galaxies. There are no hand-placed boxes for it (there are
+hundreds of galaxies): a blob detector (`skimage.feature.blob_log`, a Laplacian of Gaussian)
+finds the bright ones, and we count how many fall into each cell of YOLO v1's 7x7 grid. A cell
+can report at most two of them. SSD300's first map, 38x38 with 4 boxes per cell, has room for
+almost all of them.
+
+This is about *capacity*, how many objects a design can report at all. Most of these galaxies
+are a few pixels wide, smaller than even SSD300's smallest default box (30 pixels): finding
+objects that small is hard for SSD too (notebook 08 shows how augmentation helps).
+"""),
+("code", r"""
+sky = photo("hubble_deep_field")
+print("license:", sky.license)
+gray = resize(sky.image, 300).mean(axis=2) / 255.0              # (300, 300) in 0..1
+blobs = blob_log(gray, min_sigma=1, max_sigma=6, num_sigma=6, threshold=0.12)  # (n, 3) y, x, s
+centres = blobs[:, [1, 0]]                                       # (n, 2) x, y in pixels
+print(len(centres), "galaxies found")
+
+
+grid_counts = {}                                                 # cells per side -> counts
+for cells in (7, 38):
+    ij = np.minimum((centres / 300 * cells).astype(int), cells - 1)    # (n, 2) column, row
+    grid_counts[cells] = np.bincount(ij[:, 1] * cells + ij[:, 0], minlength=cells * cells)
+yolo_counts, ssd_counts = grid_counts[7], grid_counts[38]        # (49,), (1444,)
+yolo_can = np.minimum(yolo_counts, 2).sum()
+ssd_can = np.minimum(ssd_counts, 4).sum()
+print(f"YOLO v1 7x7, 2 per cell: can report {yolo_can} of {len(centres)} "
+      f"(busiest cell: {yolo_counts.max()} galaxies)")
+print(f"SSD300 conv4_3 38x38, 4 per cell: can report {ssd_can} of {len(centres)} "
+      f"(busiest cell: {ssd_counts.max()})")
+assert yolo_can <= yolo_boxes and yolo_can < len(centres) / 2
+assert ssd_can >= 0.99 * len(centres)
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
+for ax, cells, counts, cap, title in ((axes[0], 7, yolo_counts, 2, "YOLO v1: 7x7 cells"),
+                                      (axes[1], 38, ssd_counts, 4, "SSD conv4_3: 38x38 cells")):
+    ax.imshow(resize(sky.image, 300))
+    for t in np.linspace(0, 300, cells + 1):
+        ax.axhline(t, color="white", linewidth=0.8 if cells < 10 else 0.2)
+        ax.axvline(t, color="white", linewidth=0.8 if cells < 10 else 0.2)
+    ij = np.minimum((centres / 300 * cells).astype(int), cells - 1)
+    over = counts[ij[:, 1] * cells + ij[:, 0]] > cap                   # galaxy in a full cell
+    ax.plot(*centres[~over].T, "o", color="lime", markersize=3, label="cell has room")
+    ax.plot(*centres[over].T, "o", color="red", markersize=3,
+            label=f"cell has more than {cap}")
+    ax.set_title(f"{title}: room for {np.minimum(counts, cap).sum()} of {len(centres)}")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_axis_off()
+fig.tight_layout()
+plt.show()
 """),
 ("md", r"""
 ## Scales: the paper's formula and the VGG config
 
-The paper (Sec. 2.2) spaces the scales evenly between $s_{min} = 0.2$ and $s_{max} = 0.9$ for
-$m = 6$ maps:
+Map $k$ gets a scale $s_k$, a fraction of the image side. The paper (Sec. 2.2) spaces them
+evenly between $s_{min} = 0.2$ and $s_{max} = 0.9$ for $m = 6$ maps:
 
 $$s_k = s_{min} + \frac{s_{max} - s_{min}}{m - 1}(k - 1), \qquad k = 1, \dots, m$$
 
-Each location also gets an extra square box of scale $s'_k = \sqrt{s_k\, s_{k+1}}$. For an
-aspect ratio $a$, the box is $w = s_k\sqrt{a}$, $h = s_k / \sqrt{a}$ (and its transpose for
-$1/a$).
+Not every box of map $k$ has scale $s_k$. Each cell holds:
+
+* a square of side $s_k$ (aspect ratio 1);
+* one **extra square** of side $s'_k = \sqrt{s_k\, s_{k+1}}$, between this map's scale and
+  the next one's;
+* for each aspect ratio $a$ of the map, a wide box $w = s_k\sqrt{a}$, $h = s_k / \sqrt{a}$
+  and its transpose, the tall box for $1/a$. These have the area $s_k^2$ of the first square.
 
 The released VOC model (Caffe SSD, ssd.pytorch, and `minissd.config.ssd300`) does not use the
-formula as written: it gives conv4_3 a smaller scale (0.1, i.e. 30 px) and spaces the other five
-from 0.2 to 0.88 in whole pixels (`min_sizes`, `max_sizes`). `SSDConfig.scales()` returns
-either; an empty `min_sizes` selects the formula.
+formula as written: it gives conv4_3 a smaller scale (0.1, i.e. 30 px), spaces the other five
+from 0.2 to 0.88 in whole pixels (`min_sizes`), and takes $s_{k+1}$ of the extra square from
+`max_sizes`. `SSDConfig.scales()` returns either; an empty `min_sizes` selects the formula.
 """),
 ("code", r"""
 paper = replace(cfg, name="ssd300-paper", min_sizes=(), max_sizes=())
@@ -74,31 +162,48 @@ assert tuple(vgg_min) == (30, 60, 111, 162, 213, 264)
 ("md", r"""
 ## Counting the boxes
 
-Map $k$ has $f_k^2$ locations and $B_k = 2 + 2\,|\text{ratios}_k|$ boxes per location
-(two squares, then a wide and a tall box per ratio), so
+Map $k$ is $f_k \times f_k$ cells (`feature_maps`, the paper's $|f_k|$) and has
+$B_k = 2 + 2\,|\text{ratios}_k|$ boxes per cell (two squares, then a wide and a tall box per
+ratio), so
 
 $$P = \sum_k f_k^2 B_k
-     = 38^2\cdot4 + 19^2\cdot6 + 10^2\cdot6 + 5^2\cdot6 + 3^2\cdot4 + 1^2\cdot4 = 8732.$$
+     = 38^2\cdot4 + 19^2\cdot6 + 10^2\cdot6 + 5^2\cdot6 + 3^2\cdot4 + 1^2\cdot4
+     = 5776 + 2166 + 600 + 150 + 36 + 4 = 8732.$$
+
+The walkthrough these notebooks were first written from gives 8742 here: a slip of addition.
+The paper, Caffe SSD and ssd.pytorch all have 8732, and so does the code below.
 """),
 ("code", r"""
 counts = [f * f * boxes_per_location(r) for f, r in zip(cfg.feature_maps, cfg.aspect_ratios)]
 priors = default_boxes(cfg)                       # (P, 4) center form (cx, cy, w, h)
 print(" + ".join(map(str, counts)), "=", sum(counts))
 print("priors", priors.shape, priors.dtype)
-assert sum(counts) == cfg.num_priors() == priors.shape[0] == 8732
+assert counts == [5776, 2166, 600, 150, 36, 4]
+assert sum(counts) == cfg.num_priors() == priors.shape[0] == 8732 != 8742
 assert default_boxes(paper).shape == (8732, 4)    # same layout, other sizes
 """),
 ("md", r"""
 ## One location, worked by hand
 
+Two numbers describe a map's grid, and they are not the same:
+
+* $f_k$, the map's side in cells (`feature_maps[k]`: 38, 19, 10, 5, 3, 1);
+* $n_k = 300 / \text{step}_k$, how many cells of $\text{step}_k$ pixels fit across the image
+  (37.5, 18.75, 9.375, 4.6875, 3, 1). ssd.pytorch's `PriorBox` calls this one `f_k`.
+
+The cell centres use the step: $c_x = (j + 0.5) / n_k$, $c_y = (i + 0.5) / n_k$ for row $i$ and
+column $j$, $0 \le i, j < f_k$. Where $f_k > n_k$ the grid runs a little past the image: the
+last centre of conv8_2 is at $9.5 \cdot 32 / 300 = 1.013$, clipped to 1. (The paper writes
+$(i + 0.5) / |f_k|$, which puts every grid exactly on the image; the released model uses the
+steps.)
+
 The boxes are listed map by map, then row $i$, then column $j$, then box by box, the order the
 network's heads write their predictions in. So the boxes of cell $(i, j)$ of map $k$ start at
 
-$$\text{start} = \sum_{k' < k} f_{k'}^2 B_{k'} + (i f_k + j) B_k,$$
+$$\text{start} = \sum_{k' < k} f_{k'}^2 B_{k'} + (i f_k + j) B_k.$$
 
-with centre $c_x = (j + 0.5) / f_k$, $c_y = (i + 0.5) / f_k$ where $f_k = 300 / \text{step}_k$.
-For conv7 ($k = 2$, $f = 19$, step 16) at cell $(9, 9)$: $c_x = c_y = 9.5 \cdot 16 / 300 = 0.5067$;
-$s_2 = 60/300 = 0.2$, $s'_2 = \sqrt{60 \cdot 111}/300 = 0.272$; ratio 2 gives
+For conv7 ($k = 2$, $f_2 = 19$, step 16) at cell $(9, 9)$: $c_x = c_y = 9.5 \cdot 16 / 300 =
+0.5067$; $s_2 = 60/300 = 0.2$, $s'_2 = \sqrt{60 \cdot 111}/300 = 0.272$; ratio 2 gives
 $0.2\sqrt2 \times 0.2/\sqrt2 = 0.283 \times 0.141$.
 """),
 ("code", r"""
@@ -114,66 +219,152 @@ print("w / h:", cell[:, 2] / cell[:, 3])
 assert np.allclose(cell[:, :2], 9.5 * 16 / 300)
 assert np.allclose(cell[:, 2] / cell[:, 3], [1, 1, 2, 1 / 2, 3, 1 / 3], rtol=1e-5)
 assert np.allclose(cell[1, 2], np.sqrt(60 * 111) / 300)
+
+n = [300 / s for s in cfg.steps]
+print("f_k:", cfg.feature_maps, "  n_k = 300 / step_k:", n)
+assert n[0] == 37.5 != cfg.feature_maps[0] and n[2] == 9.375
+last = offsets[3] - cfg.mbox[2]                   # first box of conv8_2's last cell (9, 9)
+unclipped = default_boxes(replace(cfg, clip=False))
+print(f"last conv8_2 centre: {unclipped[last, 0]:.4f}, clipped to {priors[last, 0]:.1f}")
+assert np.isclose(unclipped[last, 0], 9.5 * 32 / 300) and priors[last, 0] == 1.0
 """),
 ("md", r"""
-## Default boxes on an image
+## Default boxes on a real photo
 
-An image from the synthetic set (`minissd.data.synthetic`), resized to 300x300. For each map,
-the dots are the centres of all its cells and the boxes are the $B_k$ default boxes of the cell
-nearest the image centre.
+Chelsea the cat (`skimage.data.chelsea()`; CC0, by the photographer Stefan van der Walt),
+resized to 300x300 as SSD300's input is (the aspect ratio is not kept, SSD squashes every image
+to a square). For each map, the dots are the centres of all its cells and the boxes are the
+$B_k$ default boxes of the cell nearest the image centre, each labelled by its
+(scale, aspect ratio) with `minissd.priors.box_labels`: scale $s_k$, or $s'_k$ for the extra
+square, and the ratio $w/h$. The wide and tall boxes of ratio $a$ have the area $s_k^2$ of the
+first square. The boxes of the coarsest maps are cut to the image (`clip`).
 """),
 ("code", r"""
-root = generate(tempfile.mkdtemp(prefix="minissd-nb01-"), num_train=8, num_val=0, image_size=300,
-                seed=1)
-ds = VOCDataset(root, splits=("train",))
-idx = int(np.argmax([len(ds[n].boxes) for n in range(len(ds))]))   # the busiest image
-sample = ds[idx]
-image = resize(sample.image, 300)
-print("image", sample.image_id, image.shape,
-      "objects:", [ds.class_names[l - 1] for l in sample.labels])
+cat = photo("chelsea")
+print("license:", cat.license)
+image = resize(cat.image, 300)
 
-fig, axes = plt.subplots(2, 3, figsize=(13, 9))
+fig, axes = plt.subplots(2, 3, figsize=(14, 9.6))
 for k, ax in enumerate(axes.ravel()):
     f, b = cfg.feature_maps[k], cfg.mbox[k]
     c = f // 2
     start = offsets[k] + (c * f + c) * b
+    tags = box_labels(cfg)[start:start + b]                       # (scale, ratio)
+    ax.imshow(image)
     centres = priors[offsets[k]:offsets[k + 1]:b, :2] * 300        # (f*f, 2) one per cell
-    viz.draw_default_boxes(image, priors, indices=np.arange(start, start + b), ax=ax,
-                           color="yellow", linewidth=1.5)
     ax.plot(centres[:, 0], centres[:, 1], ".", color="white", markersize=1.5 if f > 10 else 4)
-    ax.set_title(f"{names[k]}: {f}x{f} cells, {b} boxes each, s_k = {vgg_min[k] / 300:.2f}")
+    corners = center_to_corner(priors[start:start + b]) * 300      # (B_k, 4) pixels
+    for n_box, ((x0, y0, x1, y1), tag) in enumerate(zip(corners, tags)):
+        color = viz.class_color(n_box)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color,
+                               linewidth=1.8))
+        ax.text(0.01, 0.99 - 0.06 * n_box, tag, transform=ax.transAxes, va="top",
+                fontsize=9, color="white", bbox=dict(facecolor=color, edgecolor="none", pad=1))
+    ax.set_title(f"{names[k]}: {f}x{f} cells, {b} boxes per cell")
+    ax.set_xlim(0, 300), ax.set_ylim(300, 0), ax.set_axis_off()
 fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-The same picture for the two scale rules: the square box $s_k$ of each map, centred on the
+The same photo for the two scale rules: the square box $s_k$ of each map, centred on the
 image, with the paper's formula (left) and the VGG config (right). The formula's smallest box is
-twice as large, so very small objects have no default box their size.
+twice as large (60 pixels instead of 30), so objects much smaller than 60 pixels have no
+default box their size under the formula.
 """),
 ("code", r"""
 paper_priors = default_boxes(paper)
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))
-for ax, boxes, title in ((axes[0], paper_priors, "paper formula (0.2 .. 0.9)"),
-                         (axes[1], priors, "VGG config (30 .. 264 px)")):
-    squares = []
-    for k, (f, b) in enumerate(zip(cfg.feature_maps, cfg.mbox)):
-        c = f // 2
-        squares.append(offsets[k] + (c * f + c) * b)   # box 0 of the centre cell: (s_k, s_k)
+squares = [offsets[k] + (f // 2 * f + f // 2) * b            # box 0 of the centre cell
+           for k, (f, b) in enumerate(zip(cfg.feature_maps, cfg.mbox))]
+for ax, boxes, rule, sizes in ((axes[0], paper_priors, "paper formula", pap_min),
+                               (axes[1], priors, "VGG config", vgg_min)):
     viz.draw_default_boxes(image, boxes, indices=squares, ax=ax, color="yellow", linewidth=1.5)
-    ax.set_title(title)
+    ax.set_title(f"{rule}: s_k = " + ", ".join(f"{s / 300:.2f}" for s in sizes), fontsize=10)
 plt.show()
 assert paper_priors[squares[0], 2] > 1.9 * priors[squares[0], 2]
+"""),
+("md", r"""
+## The paper's Figure 1 on a real photo
+
+The paper's first figure shows a cat and a dog: on an 8x8 feature map two default boxes fit
+the small cat, on a 4x4 map one fits the large dog. Each object is matched (notebook 04) by the
+maps whose boxes have its size. minissd's `tiny` config (128-pixel input, 5620 boxes) really
+has an 8x8 map (conv8_2, step 16, squares of 34 and 44 pixels) and a 4x4 map (conv9_2, step 32,
+squares of 58 and 71 pixels).
+
+The photo is `skimage.data.astronaut()` (NASA, Eileen Collins; no known copyright
+restrictions, public domain), with boxes placed by hand in `minissd.data.photos`. Her head is
+a small object, the flag behind her a large one. Below: the default boxes of each map with
+IoU $\ge 0.5$, the matching threshold, with each object.
+"""),
+("code", r"""
+small_cfg = tiny()
+small_priors = default_boxes(small_cfg)                            # (5620, 4)
+astro = photo("astronaut")
+print("license:", astro.license)
+gt = normalised_boxes(astro)                                       # (G, 4) corners in 0..1
+picked = {"head": astro.labels.index("head"), "flag": astro.labels.index("flag")}
+small_counts = [f * f * b for f, b in zip(small_cfg.feature_maps, small_cfg.mbox)]
+small_offsets = np.cumsum([0] + small_counts)
+maps = {8: small_cfg.feature_maps.index(8), 4: small_cfg.feature_maps.index(4)}
+overlaps = iou(gt, center_to_corner(small_priors))                 # (G, 5620)
+
+fits = {}
+for obj, g in picked.items():
+    for side, k in maps.items():
+        block = overlaps[g, small_offsets[k]:small_offsets[k + 1]]
+        fits[obj, side] = small_offsets[k] + np.flatnonzero(block >= 0.5)
+        print(f"{obj:>5} on the {side}x{side} map: best IoU {block.max():.2f}, "
+              f"{len(fits[obj, side])} boxes at IoU >= 0.5")
+
+small_image = resize(astro.image, 128)
+small_tags = box_labels(small_cfg)
+colors = {"head": "tab:red", "flag": "tab:blue"}
+fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
+axes[0].imshow(small_image)
+for obj, g in picked.items():
+    viz.draw_boxes(None, gt[g] * 128, labels=[1], class_names=[obj], ax=axes[0],
+                   normalized=False, color=colors[obj], linewidth=2.5)
+axes[0].set_title("ground truth (128x128 input)")
+axes[0].set_xlim(-1, 129), axes[0].set_ylim(129, -1), axes[0].set_axis_off()
+for ax, (obj, side) in ((axes[1], ("head", 8)), (axes[2], ("flag", 4))):
+    ax.imshow(small_image)
+    for t in np.linspace(0, 128, side + 1):
+        ax.axhline(t, color="white", linewidth=0.8)
+        ax.axvline(t, color="white", linewidth=0.8)
+    viz.draw_boxes(None, gt[picked[obj]] * 128, ax=ax, normalized=False, color=colors[obj],
+                   linewidth=3)
+    for n_box, p in enumerate(fits[obj, side]):
+        shade = ("yellow", "cyan", "magenta", "lime", "orange", "white")[n_box % 6]
+        viz.draw_default_boxes(None, small_priors * 128, indices=[p], ax=ax, color=shade,
+                               linewidth=1.5)
+        x, y = small_priors[p, :2] * 128
+        ax.plot(x, y, "o", color=shade, markersize=5)
+        ax.text(0.99, 0.02 + 0.07 * n_box, f"{small_tags[p]}, IoU {overlaps[picked[obj], p]:.2f}",
+                transform=ax.transAxes, ha="right", fontsize=9,
+                bbox=dict(facecolor=shade, edgecolor="none", pad=1))
+    ax.set_xlim(-1, 129), ax.set_ylim(129, -1), ax.set_axis_off()
+    ax.set_title(f"{side}x{side} map: {len(fits[obj, side])} default boxes fit the {obj}")
+fig.tight_layout()
+plt.show()
+
+# The small object is caught by the fine map only, the large one by the coarse map only.
+assert len(fits["head", 8]) > 0 and len(fits["head", 4]) == 0
+assert len(fits["flag", 4]) > 0 and len(fits["flag", 8]) == 0
+assert small_cfg.num_priors() == small_priors.shape[0] == 5620
 """),
 ("md", r"""
 ## Exercises
 
 1. SSD512 (`minissd.config.ssd512`) has seven maps. Count its default boxes by hand, then check
-   with `default_boxes(ssd512()).shape` (24564).
+   with `default_boxes(ssd512()).shape` (24564). Which of its maps have $f_k \ne 512/\text{step}_k$?
 2. Remove ratio 3 from every map (and fix `mbox`). How many boxes are left? Which objects lose
    a well-shaped default box?
 3. `clip=True` clamps $(c_x, c_y, w, h)$, not the corners. Find the boxes that change and draw
    them. Would clamping the corners change the trained model's predictions?
-4. For an object of 20x20 pixels, which map and which box has the highest IoU? Use
-   `minissd.boxes.iou` with `minissd.boxes.center_to_corner(priors)`.
+4. For each of the astronaut photo's six boxes, which map of `tiny` and which box (scale,
+   ratio) has the highest IoU? Use `minissd.boxes.iou` with `center_to_corner(small_priors)`.
+5. YOLO v2 predicts 5 anchor boxes per cell of a 13x13 grid. How many of the Hubble galaxies
+   would it have room for? Add 13 to `grid_counts` and compare with the two grids above.
 """),
 ]

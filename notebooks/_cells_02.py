@@ -4,10 +4,13 @@ CELLS = [
 ("md", r"""
 # 02 · Layers and gradient checks
 
-SSD is built from four operations: convolution, max pooling, ReLU and L2Norm. Each lives in
-`minissd.ops` as a pair `x_forward(...) -> (out, cache)` / `x_backward(dout, cache)`, with no
-autograd. This notebook shows how the fast versions work, derives each backward pass, and checks
-every one against central differences (`minissd.gradcheck`) in float64.
+minissd's networks are built from five operations: convolution, max pooling, ReLU, L2Norm and
+batch norm. The paper's SSD300 uses the first four; batch norm is the fifth, used by minissd's
+`tiny` config, which trains from scratch (SSD300's VGG base comes pretrained and has none).
+Each lives in `minissd.ops` as a pair `x_forward(...) -> (out, cache)` /
+`x_backward(dout, cache)`, with no autograd. This notebook shows how the fast versions work,
+derives each backward pass, and checks every one against central differences
+(`minissd.gradcheck`) in float64.
 """),
 ("code", r"""
 import timeit
@@ -16,12 +19,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minissd.gradcheck import check_gradients, rel_error
+from minissd.config import ssd300, tiny
 from minissd.ops.activation import relu_backward, relu_forward
+from minissd.ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from minissd.ops.conv import (conv2d_backward, conv2d_backward_naive, conv2d_forward,
                               conv2d_forward_naive, conv_output_size, im2col)
 from minissd.ops.l2norm import l2norm_backward, l2norm_forward
 from minissd.ops.pool import (maxpool2d_backward, maxpool2d_backward_naive, maxpool2d_forward,
                               maxpool2d_forward_naive, pool_output_size)
+from minissd.plan import layer_plan
 
 rng = np.random.default_rng(0)
 """),
@@ -175,6 +181,118 @@ print("all-zero input: y finite", np.isfinite(yz).all(), " dx finite", np.isfini
 assert np.isfinite(yz).all() and np.isfinite(dxz).all()
 """),
 ("md", r"""
+## Batch norm (the fifth operation)
+
+SSD300 starts from a VGG16 trained on ImageNet. minissd's `tiny` config is trained from
+scratch in minutes, and a plain conv-ReLU stack trained from scratch sits for thousands of
+steps on a plateau where it predicts the same boxes for every image (see `minissd.config.tiny`;
+DSOD and ScratchDet made the same observation). Batch norm after every conv (conv, BN, ReLU)
+takes it off the plateau.
+
+**Forward** (training mode). Per channel, over the $M = N H W$ values $x_i$ of the batch:
+
+$$\mu = \frac1M \sum_i x_i, \qquad \sigma^2 = \frac1M \sum_i (x_i - \mu)^2, \qquad
+\hat x_i = \frac{x_i - \mu}{\sqrt{\sigma^2 + \epsilon}}, \qquad y_i = \gamma \hat x_i + \beta.$$
+
+At inference (`eval()`), $\mu$ and $\sigma^2$ are replaced by running averages collected during
+training, so an image's output does not depend on the other images of its batch.
+
+**Backward.** $d\beta = \sum_i dy_i$, $d\gamma = \sum_i dy_i\, \hat x_i$ and
+$d\hat x_i = \gamma\, dy_i$. Every $\hat x_j$ depends on $x_i$ three ways: directly, through
+$\mu$ ($\partial \mu / \partial x_i = 1/M$) and through $\sigma^2$
+($\partial \sigma^2 / \partial x_i = 2 (x_i - \mu) / M$). With $r = 1/\sqrt{\sigma^2 + \epsilon}$:
+
+$$d\sigma^2 = -\frac{r^3}{2} \sum_j d\hat x_j (x_j - \mu), \qquad
+d\mu = -r \sum_j d\hat x_j \quad (\text{the path through } \sigma^2 \text{ adds }
+\textstyle\sum_j (x_j - \mu) = 0),$$
+
+$$dx_i = r\, d\hat x_i + d\sigma^2 \frac{2 (x_i - \mu)}{M} + \frac{d\mu}{M}
+       = r \Big( d\hat x_i - \overline{d\hat x} - \hat x_i\, \overline{d\hat x\, \hat x} \Big),$$
+
+bars being means over the channel's $M$ values. Since $\overline{d\hat x} = \gamma\, d\beta / M$
+and $\overline{d\hat x\, \hat x} = \gamma\, d\gamma / M$, the code
+(`minissd.ops.batchnorm.batchnorm2d_backward`) writes it as
+
+$$dx = \gamma\, r \Big(dy - \frac{d\beta}{M} - \hat x\, \frac{d\gamma}{M}\Big).$$
+
+In eval mode $\mu$ and $\sigma^2$ are constants and $dx = \gamma\, r\, dy$.
+
+A worked example, one channel of four values $x = (1, 2, 3, 6)$: $\mu = 3$,
+$\sigma^2 = (4 + 1 + 0 + 9)/4 = 3.5$, $\hat x = (-2, -1, 0, 3)/\sqrt{3.5} =
+(-1.069, -0.535, 0, 1.604)$ (with $\epsilon = 10^{-5}$ the last digits move a little).
+"""),
+("code", r"""
+# The operations each network is made of, read from its layer plan (notebook 03).
+ops_300 = sorted({p.kind for p in layer_plan(ssd300())})
+ops_tiny = sorted({p.kind for p in layer_plan(tiny())})
+print("ssd300:", ops_300)
+print("tiny:  ", ops_tiny)
+assert len(ops_300) == 4 and len(ops_tiny) == 5
+assert set(ops_tiny) - set(ops_300) == {"batchnorm"}
+
+x1 = np.array([1.0, 2.0, 3.0, 6.0]).reshape(1, 1, 2, 2)              # (N, C, H, W), M = 4
+y1, _ = batchnorm2d_forward(x1, np.ones(1), np.zeros(1), np.zeros(1), np.ones(1))
+print("x_hat of (1, 2, 3, 6):", y1.ravel().round(3))
+assert np.allclose(y1.ravel(), (np.array([1, 2, 3, 6]) - 3) / np.sqrt(3.5 + 1e-5))
+
+# Channels of very different means and scales, as a conv's output can be.
+C = 4
+x = rng.standard_normal((8, C, 5, 5)) * np.array([0.5, 1, 4, 10])[None, :, None, None] \
+    + np.array([-3, 0, 5, 20])[None, :, None, None]
+gamma, beta = rng.uniform(0.5, 2, C), rng.standard_normal(C)
+running_mean, running_var = np.zeros(C), np.ones(C)
+y, cache = batchnorm2d_forward(x, np.ones(C), np.zeros(C), running_mean, running_var)
+print("per channel mean after BN:", y.mean(axis=(0, 2, 3)).round(6))
+print("per channel std after BN: ", y.std(axis=(0, 2, 3)).round(4))
+assert np.allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-9)
+assert np.allclose(y.std(axis=(0, 2, 3)), 1, atol=1e-4)
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+for c in range(C):
+    axes[0].hist(x[:, c].ravel(), bins=30, alpha=0.6, label=f"channel {c}")
+    axes[1].hist(y[:, c].ravel(), bins=20, histtype="step", linewidth=2)
+axes[0].set_title("a conv's output: each channel its own mean and scale")
+axes[1].set_title("after batch norm (gamma 1, beta 0): mean 0, std 1")
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+"""),
+("md", r"""
+The gradient check, on a small corner of that batch, in training mode (the batch statistics
+depend on $x$, the hard case) and in eval mode. One more check follows from the derivation:
+$\hat x$ does not change when a channel's inputs are all shifted by a constant or all scaled
+by a factor, so the gradient $dx$ has no component along those directions: per channel
+$\sum_i dx_i = 0$ and
+$\sum_i dx_i\, \hat x_i = 0$. The second holds exactly only for $\epsilon = 0$; with
+$\epsilon$, $\sum_i \hat x_i^2 = M \sigma^2 r^2$ instead of $M$, and the formula above gives
+$\sum_i dx_i\, \hat x_i = \gamma\, r\, d\gamma\; \epsilon r^2$, visible for the channel of
+small variance.
+"""),
+("code", r"""
+xs = np.ascontiguousarray(x[:2, :, :3, :3])                          # (2, 4, 3, 3), M = 18
+running_mean, running_var = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+for training in (True, False):
+    # the running statistics are copies, so every call of the forward sees the same ones
+    y, cache = batchnorm2d_forward(xs, gamma, beta, running_mean.copy(), running_var.copy(),
+                                   training=training)
+    dy = rng.standard_normal(y.shape)
+    dx, dgamma, dbeta = batchnorm2d_backward(dy, cache)
+    errors = check_gradients(lambda: batchnorm2d_forward(xs, gamma, beta, running_mean.copy(),
+                                                         running_var.copy(), training)[0],
+                             {"x": xs, "gamma": gamma, "beta": beta},
+                             {"x": dx, "gamma": dgamma, "beta": dbeta}, dout=dy)
+    print(f"training={training}: rel errors", {k: f"{v:.1e}" for k, v in errors.items()})
+    assert max(errors.values()) < 1e-6
+    if training:
+        print("sum of dx per channel:      ", dx.sum(axis=(0, 2, 3)).round(8))
+        print("sum of dx * x_hat per channel:", (dx * cache.xhat).sum(axis=(0, 2, 3)).round(8))
+        r = cache.inv_std                                            # 1 / sqrt(var + eps)
+        assert np.all(np.abs(dx.sum(axis=(0, 2, 3))) < 1e-9 * np.abs(dx).sum(axis=(0, 2, 3)))
+        # with eps, sum(x_hat^2) = M var / (var + eps), a little under M:
+        assert np.allclose((dx * cache.xhat).sum(axis=(0, 2, 3)),
+                           gamma * r * dgamma * 1e-5 * r ** 2)
+"""),
+("md", r"""
 ## Naive next to fast
 
 `conv2d_forward_naive` loops over output positions (one `tensordot` each); the fast version does
@@ -224,6 +342,9 @@ print(f"pool forward  naive {tp_slow * 1e3:7.1f} ms   windows {tp_fast * 1e3:5.1
 3. Derive the L2Norm backward with $\epsilon$ under the square root instead
    ($s = \sqrt{\sum x^2 + \epsilon}$) and compare the two at an all-zero position.
 4. Why does `gradcheck` use float64 and a random `dout`? Rerun a check in float32 and with
-   `dout = np.ones(...)`, and explain what each change hides.
+   `dout = np.ones(...)`, and explain what each change hides. (For batch norm, an all-ones
+   `dout` gives $dx = 0$ exactly: why?)
+5. Batch norm's output for one image depends on the other images of the batch. Run the forward
+   on a batch of one 1x1 image: what comes out, and what does that mean for `--batch-size 1`?
 """),
 ]

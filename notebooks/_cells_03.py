@@ -20,7 +20,8 @@ We run one 300x300 image through it layer by layer and write down every shape.
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minissd.config import ssd300
+from minissd import viz
+from minissd.config import ssd300, ssd512, tiny
 from minissd.model import SSD
 from minissd.plan import format_plan, layer_plan, source_sizes
 from minissd.ops.conv import conv2d_forward
@@ -46,6 +47,33 @@ a source.)
 ("code", r"""
 plan = layer_plan(cfg)
 print(format_plan(plan))
+"""),
+("md", r"""
+## The network as one picture
+
+`minissd.viz.draw_plan` draws the plan as a block diagram: the input, the six source maps
+(block height grows with the map's side), the trunk layers between them written on the
+arrows, and under each source its two heads and the default boxes it predicts. The picture is
+read from `layer_plan`, never typed in, so the same call draws SSD300, SSD512 (seven sources,
+24564 boxes) and the `tiny` config of the CPU runs (batch norm after every conv, 5620 boxes).
+"""),
+("code", r"""
+configs = [ssd300(), ssd512(), tiny()]
+fig, axes = plt.subplots(3, 1, figsize=(16, 13.5))
+for ax, c in zip(axes, configs):
+    viz.draw_plan(layer_plan(c), ax=ax, title=f"{c.name}: {c.image_size}x{c.image_size} input, "
+                  f"{len(c.feature_maps)} sources, {c.num_priors()} default boxes")
+fig.tight_layout()
+plt.show()
+
+# What the diagram writes under each source, recomputed from the plan: f * f * (loc channels / 4).
+for c in configs:
+    p = layer_plan(c)
+    per_source = [q.out_shape[1] * q.out_shape[2] * q.out_shape[0] // 4 for q in p
+                  if q.stage == "loc"]
+    print(f"{c.name:>7}: {' + '.join(map(str, per_source))} = {sum(per_source)}")
+    assert sum(per_source) == c.num_priors()
+assert [c.num_priors() for c in configs] == [8732, 24564, 5620]
 """),
 ("md", r"""
 Now run one 300x300 image through the model's layers one at a time, the same steps as
@@ -101,6 +129,46 @@ assert total == 8732 and loc.shape == (1, 8732, 4) and conf.shape == (1, 8732, 2
 # box p of source 0, cell (0, 0): the first 4 rows of loc are channel groups 0..3, 4..7, ...
 assert np.allclose(loc[0, :4].ravel(), heads.loc[0].forward(sources[0])[0, :16, 0, 0],
                    atol=1e-5)
+"""),
+("md", r"""
+### A head worked by hand
+
+The walkthrough SSD was explained from works one head through with round numbers: a
+$5 \times 5 \times 256$ feature map, **3 default boxes per cell** and 21 classes (VOC's 20 and
+background). The localisation head is a 3x3 convolution (padding 1, so the map stays 5x5) with
+$3 \cdot 4 = 12$ filters, the confidence head one with $3 \cdot 21 = 63$ filters:
+
+$$5 \times 5 \times 256 \;\xrightarrow{\;3\times3,\ 12\;}\; 5 \times 5 \times 12, \qquad
+5 \times 5 \times 256 \;\xrightarrow{\;3\times3,\ 63\;}\; 5 \times 5 \times 63.$$
+
+Channels last and flattened, that is $5 \cdot 5 \cdot 3 = 75$ boxes: a $75 \times 4$ block of
+offsets and a $75 \times 21$ block of class scores. Row $p = (i \cdot 5 + j) \cdot 3 + b$ is box $b$
+of cell $(i, j)$: its offsets are channels $4b .. 4b + 3$ of the loc map at $(i, j)$, its scores
+channels $21b .. 21b + 20$ of the conf map. (SSD300's real 5x5 map, conv9_2, has 256 channels
+too but 6 boxes per cell: 24 and 126 filters, 150 boxes.)
+"""),
+("code", r"""
+fmap = rng.standard_normal((1, 256, 5, 5)).astype(np.float32)       # (N, C, H, W)
+w_loc = rng.standard_normal((3 * 4, 256, 3, 3)).astype(np.float32) * 0.02
+w_conf = rng.standard_normal((3 * 21, 256, 3, 3)).astype(np.float32) * 0.02
+loc_map, _ = conv2d_forward(fmap, w_loc, np.zeros(12, np.float32), padding=1)    # (1, 12, 5, 5)
+conf_map, _ = conv2d_forward(fmap, w_conf, np.zeros(63, np.float32), padding=1)  # (1, 63, 5, 5)
+loc_boxes = loc_map.transpose(0, 2, 3, 1).reshape(1, -1, 4)          # (1, 75, 4)
+conf_boxes = conf_map.transpose(0, 2, 3, 1).reshape(1, -1, 21)       # (1, 75, 21)
+print("loc head:", loc_map.shape, "->", loc_boxes.shape, "  conf head:", conf_map.shape, "->",
+      conf_boxes.shape)
+print("weights: loc", w_loc.size + 12, " conf", w_conf.size + 63)
+assert loc_map.shape == (1, 12, 5, 5) and conf_map.shape == (1, 63, 5, 5)
+assert loc_boxes.shape == (1, 75, 4) and conf_boxes.shape == (1, 75, 21)
+i, j, b = 2, 4, 1                                                   # box 1 of cell (2, 4)
+row = (i * 5 + j) * 3 + b
+assert np.array_equal(loc_boxes[0, row], loc_map[0, 4 * b:4 * b + 4, i, j])
+assert np.array_equal(conf_boxes[0, row], conf_map[0, 21 * b:21 * b + 21, i, j])
+
+heads300 = {q.name: q for q in plan if q.stage in ("loc", "conf")}
+print("SSD300's conv9_2 heads:", heads300["loc.3"].out_shape, heads300["conf.3"].out_shape)
+assert heads300["loc.3"].in_shape == (256, 5, 5)
+assert heads300["loc.3"].out_shape == (24, 5, 5) and heads300["conf.3"].out_shape == (126, 5, 5)
 """),
 ("md", r"""
 ## fc6/fc7 as convolutions: decimation and dilation
@@ -187,10 +255,12 @@ assert model.num_parameters() == 26_285_486
 ## Exercises
 
 1. Print the plan of SSD512 (`minissd.config.ssd512`) with `minissd.plan.layer_plan`,
-   without building the network. Why does it need a fifth extra block?
-2. Without ceil mode in pool3, what would the source sizes be? Set the base list's `"C"` to
+   without building the network. Why does it need a fifth extra block? Find it in the diagram.
+2. In the worked head example, give the head 6 boxes per cell instead of 3. What are the two
+   output shapes, before and after the reshape, and how many weights does each head have?
+3. Without ceil mode in pool3, what would the source sizes be? Set the base list's `"C"` to
    `"M"` in a copy of the config and read the error `SSD(...)` raises.
-3. How many multiply-adds does one SSD300 forward pass take? Which layer costs the most?
-4. Why can conv10_2 and conv11_2 use padding 0 while conv8_2 and conv9_2 use padding 1?
+4. How many multiply-adds does one SSD300 forward pass take? Which layer costs the most?
+5. Why can conv10_2 and conv11_2 use padding 0 while conv8_2 and conv9_2 use padding 1?
 """),
 ]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minissd.config import ssd300, ssd512, tiny
-from minissd.priors import default_boxes
+from minissd.priors import box_labels, default_boxes
 
 
 def test_counts_match_the_paper():
@@ -100,3 +100,20 @@ def test_mbox_must_agree_with_ratios():
     cfg = dataclasses.replace(ssd300(), steps=(8, 16, 32))
     with pytest.raises(ValueError, match="steps"):
         default_boxes(cfg)
+
+
+@pytest.mark.parametrize("make", [ssd300, ssd512, tiny])
+def test_box_labels_name_each_boxs_scale_and_ratio(make):
+    cfg = dataclasses.replace(make(), clip=False)        # unclipped: w and h as designed
+    boxes, labels = default_boxes(cfg), box_labels(cfg)
+    assert len(labels) == len(boxes)
+    for (_, _, w, h), label in zip(boxes, labels):
+        scale, ratio = label.split(", ")
+        kind, value = scale.split("=")
+        num, _, den = ratio.partition("/")
+        assert math.isclose(w / h, float(num) / float(den or 1), rel_tol=1e-4)
+        # every box of ratio a has area s_k^2; the extra square has side s'_k
+        assert abs(math.sqrt(w * h) - float(value)) <= 0.005 + 1e-6
+        assert kind in ("s", "s'") and (kind == "s'") <= (ratio == "1")
+    if make is ssd300:
+        assert labels[:4] == ["s=0.10, 1", "s'=0.14, 1", "s=0.10, 2", "s=0.10, 1/2"]
