@@ -126,6 +126,11 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def device_of(x) -> str:
+    """"cuda" for a CuPy array, "cpu" for anything else."""
+    return "cuda" if is_cupy(x) else "cpu"
+
+
 def to_device(x, device: str | None = None):
     """x as an array on `device` (default: the current device)."""
     device = device or _device
