@@ -1,15 +1,21 @@
 """Each CUDA kernel compiled for real, to PTX for compute capability 9.0, without a GPU.
 
-numba.cuda.compile_ptx runs Numba's CUDA typing and NVVM (from the numba-cuda[cu13] wheels),
-so a kernel that would not compile on the GPU (a type error, an unsupported call, a shared
-array of non-constant size) fails here. The signatures are the ones the launchers use, listed
+numba.cuda.compile_ptx runs Numba's CUDA typing and NVVM (from the numba-cuda[cu12] or
+numba-cuda[cu13] wheels that the cuda12 / cuda13 extra installs), so a kernel that would not
+compile on the GPU (a type error, an unsupported call, a shared array of non-constant size)
+fails here. The signatures are the ones the launchers use, listed
 by each kernel file's ptx_signatures().
 """
 import re
 
 import pytest
 
-cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+NO_NVVM = ("no NVVM to compile with: install the CUDA extra of your driver's major next to "
+           "the test one, pip install -e '.[test,cuda12]' or '.[test,cuda13]' (no GPU needed)")
+cuda = pytest.importorskip("numba.cuda", reason=NO_NVVM)
+nvvm = pytest.importorskip("numba.cuda.cudadrv.nvvm", reason=NO_NVVM)
+if not nvvm.is_available():
+    pytest.skip(NO_NVVM, allow_module_level=True)
 
 from minissd.kernels import hard_negative_kernel, iou_kernel, nms_kernel  # noqa: E402
 
