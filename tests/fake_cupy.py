@@ -61,7 +61,8 @@ class FakeCupy:
                 fake.current = self._previous.pop()
 
         def get_current_stream():
-            return types.SimpleNamespace(ptr=1000 + fake.current)   # one fake stream per GPU
+            return types.SimpleNamespace(ptr=1000 + fake.current,   # one fake stream per GPU
+                                         synchronize=lambda: None)
 
         runtime = types.SimpleNamespace(getDeviceCount=lambda: num_devices)
         self.cuda = types.SimpleNamespace(Device=Device, get_current_stream=get_current_stream,
@@ -89,7 +90,12 @@ class FakeCupy:
             # the result lives where the first device input lives (else on the current GPU)
             device_id = next((a.device.id for a in args if isinstance(a, DeviceArray)), None)
             args = [a.view(np.ndarray) if isinstance(a, DeviceArray) else a for a in args]
+            kwargs = {k: a.view(np.ndarray) if isinstance(a, DeviceArray) else a
+                      for k, a in kwargs.items()}
             out = value(*args, **kwargs)
+            if isinstance(out, tuple):                      # nonzero, divmod, ...
+                return tuple(self._on_device(o, device_id) if isinstance(o, np.ndarray) else o
+                             for o in out)
             return self._on_device(out, device_id) if isinstance(out, np.ndarray) else out
         return on_device
 
