@@ -7,9 +7,10 @@ Boxes are visited by descending score (a stable sort: equal scores, lower index 
 is kept unless a kept box with a higher rank (and, for batched_nms, the same label) overlaps it
 with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou_kernel.py,
 compared in float64 as torchvision does; the CUDA kernel multiplies with mul_rn so that no
-FMA changes an IoU next to the threshold). Kept indices come back in descending score order. Boxes of
-different labels never suppress each other: the label is checked directly, not through
-torchvision's coordinate-offset trick, so results do not depend on coordinate magnitudes.
+FMA changes an IoU next to the threshold). Kept indices come back in descending score order.
+Boxes of different labels never suppress each other: the label is checked directly, not
+through torchvision's coordinate-offset trick, so results do not depend on coordinate
+magnitudes.
 
 nms_reference is the plain-Python loop every version is checked against.
 
