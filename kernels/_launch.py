@@ -118,8 +118,11 @@ def exact_mul():
         return _mul_rn
     from llvmlite import ir
     from numba import types
-    from numba.cuda import cgutils
     from numba.cuda.extending import intrinsic
+    try:
+        from numba.cuda import cgutils          # numba-cuda's own copy (recent versions)
+    except ImportError:
+        from numba.core import cgutils          # older numba-cuda, and numba's built-in target
     libdevice = {types.float32: "__nv_fmul_rn", types.float64: "__nv_dmul_rn"}
 
     @intrinsic
