@@ -205,10 +205,13 @@ def order_preserving_keys(conf_loss):
 def hard_negative_mask_cuda(conf_loss, positive, neg_pos_ratio=3, threads=256):
     """Hard negative mask with the CUDA radix-select kernel (one block per image).
 
-    CuPy inputs stay on the device (CuPy's current stream); NumPy inputs work in Numba's
-    simulator. Losses are compared in float32 (float64 losses are rounded first).
-    threads: block size, a power of two <= 1024.
+    CuPy inputs stay on the device (CuPy's current device and stream); when only one of
+    conf_loss, positive is a CuPy array, the other is copied to its device first. NumPy inputs
+    work in Numba's simulator. Losses are compared in float32 (float64 losses are rounded
+    first). threads: block size, a power of two <= 1024.
     """
+    conf_loss, positive = _launch.on_device_of(_launch.first_cupy(conf_loss, positive),
+                                               conf_loss, positive)
     xp = _launch.get_array_module(conf_loss, positive)
     _check(conf_loss, positive)
     if threads & (threads - 1) or not 32 <= threads <= MAX_THREADS:
@@ -222,6 +225,6 @@ def hard_negative_mask_cuda(conf_loss, positive, neg_pos_ratio=3, threads=256):
     if mask.size == 0:
         return mask
     dev = _launch.device_array
-    _kernels["v1"][N, threads, _launch.stream_of(keys)](dev(keys), dev(positive), dev(k),
-                                                          dev(mask))
+    with _launch.launch_on(keys) as stream:
+        _kernels["v1"][N, threads, stream](dev(keys), dev(positive), dev(k), dev(mask))
     return mask

@@ -19,7 +19,11 @@ Versions (llm.c dev/cuda style):
 The launcher iou_matrix_cuda uses v2 for float32 and v1 otherwise.
 
 Dimension letters: A, B the two box sets. The arithmetic is done in the boxes' dtype in the
-same order as the reference, so float32 results agree bit for bit.
+same order as the reference, so the results agree with it bit for bit, float32 and float64. On
+the GPU that needs one more step: every product is `mul_rn(x, y)` (kernels/_launch.py), which
+NVVM cannot contract with the following add into an FMA (a fused `area_a + area_b` would be
+rounded once instead of twice and could differ by an ulp). tests/test_kernels_ptx.py checks
+that the PTX of these kernels holds no `fma` and only `mul.rn` float products.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import numpy as np
 from . import _launch
 
 cuda = None          # numba.cuda, bound by _launch.bind_cuda() on first use (keeps imports cheap)
+mul_rn = None        # x * y never fused into an FMA (_launch.exact_mul), bound with `cuda`
 V2_TILE_B = 32       # v2 block: 32 threads along b ...
 V2_TILE_A = 8        # ... by 8 threads along a
 
@@ -87,11 +92,11 @@ def iou_kernel_v1(a, b, out, zero):
     i = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
     if i >= a.shape[0] or j >= b.shape[0]:
         return
-    area_a = max(a[i, 2] - a[i, 0], zero) * max(a[i, 3] - a[i, 1], zero)
-    area_b = max(b[j, 2] - b[j, 0], zero) * max(b[j, 3] - b[j, 1], zero)
+    area_a = mul_rn(max(a[i, 2] - a[i, 0], zero), max(a[i, 3] - a[i, 1], zero))
+    area_b = mul_rn(max(b[j, 2] - b[j, 0], zero), max(b[j, 3] - b[j, 1], zero))
     w = max(min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]), zero)
     h = max(min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]), zero)
-    inter = w * h
+    inter = mul_rn(w, h)
     union = area_a + area_b - inter
     out[i, j] = inter / union if union > zero else zero
 
@@ -108,19 +113,19 @@ def iou_kernel_v2(a, b, out, zero):
     if t < V2_TILE_B and j0 + t < b.shape[0]:
         for c in range(4):
             sb[t, c] = b[j0 + t, c]
-        sb[t, 4] = max(sb[t, 2] - sb[t, 0], zero) * max(sb[t, 3] - sb[t, 1], zero)
+        sb[t, 4] = mul_rn(max(sb[t, 2] - sb[t, 0], zero), max(sb[t, 3] - sb[t, 1], zero))
     elif V2_TILE_B <= t < V2_TILE_B + V2_TILE_A and i0 + t - V2_TILE_B < a.shape[0]:
         r = t - V2_TILE_B
         for c in range(4):
             sa[r, c] = a[i0 + r, c]
-        sa[r, 4] = max(sa[r, 2] - sa[r, 0], zero) * max(sa[r, 3] - sa[r, 1], zero)
+        sa[r, 4] = mul_rn(max(sa[r, 2] - sa[r, 0], zero), max(sa[r, 3] - sa[r, 1], zero))
     cuda.syncthreads()
     i, j = i0 + ty, j0 + tx
     if i >= a.shape[0] or j >= b.shape[0]:
         return
     w = max(min(sa[ty, 2], sb[tx, 2]) - max(sa[ty, 0], sb[tx, 0]), zero)
     h = max(min(sa[ty, 3], sb[tx, 3]) - max(sa[ty, 1], sb[tx, 1]), zero)
-    inter = w * h
+    inter = mul_rn(w, h)
     union = sa[ty, 4] + sb[tx, 4] - inter
     out[i, j] = inter / union if union > zero else zero
 
@@ -142,9 +147,11 @@ def ptx_signatures():
 def iou_matrix_cuda(a, b, version=None):
     """IoU matrix with a CUDA kernel. a: (A, 4), b: (B, 4) -> (A, B), allocated like a.
 
-    CuPy inputs stay on the device and the kernel runs on CuPy's current stream. NumPy inputs
-    work too (Numba's simulator, or real CUDA with copies). version: "v1" | "v2" | None (auto).
+    CuPy inputs stay on the device and the kernel runs on CuPy's current device and stream;
+    when only one of a, b is a CuPy array, the other is copied to its device first. NumPy
+    inputs work too (Numba's simulator). version: "v1" | "v2" | None (auto).
     """
+    a, b = _launch.on_device_of(_launch.first_cupy(a, b), a, b)
     xp = _launch.get_array_module(a, b)
     dtype = xp.result_type(a, b)
     a = xp.ascontiguousarray(a, dtype=dtype)
@@ -164,5 +171,6 @@ def iou_matrix_cuda(a, b, version=None):
         block = (V2_TILE_B, V2_TILE_A)
     grid = (math.ceil(b.shape[0] / block[0]), math.ceil(a.shape[0] / block[1]))
     dev = _launch.device_array
-    kernel[grid, block, _launch.stream_of(a)](dev(a), dev(b), dev(out), dtype.type(0))
+    with _launch.launch_on(a) as stream:
+        kernel[grid, block, stream](dev(a), dev(b), dev(out), dtype.type(0))
     return out

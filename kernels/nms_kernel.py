@@ -6,9 +6,11 @@
 Boxes are visited by descending score (a stable sort: equal scores, lower index first). A box
 is kept unless a kept box with a higher rank (and, for batched_nms, the same label) overlaps it
 with IoU > iou_threshold (strictly; IoU computed in the box dtype as in kernels/iou_kernel.py,
-compared in float64 as torchvision does). Kept indices come back in descending score order. Boxes of
-different labels never suppress each other: the label is checked directly, not through
-torchvision's coordinate-offset trick, so results do not depend on coordinate magnitudes.
+compared in float64 as torchvision does; the CUDA kernel multiplies with mul_rn so that no
+FMA changes an IoU next to the threshold). Kept indices come back in descending score order.
+Boxes of different labels never suppress each other: the label is checked directly, not
+through torchvision's coordinate-offset trick, so results do not depend on coordinate
+magnitudes.
 
 nms_reference is the plain-Python loop every version is checked against.
 
@@ -34,9 +36,12 @@ import math
 import numba
 import numpy as np
 
+from minissd.backend import stable_argsort
+
 from . import _launch
 
 cuda = None            # numba.cuda, bound by _launch.bind_cuda() on first use
+mul_rn = None          # x * y never fused into an FMA (_launch.exact_mul), bound with `cuda`
 NMS_BLOCK = 64         # boxes per mask block = bits per uint64 word
 
 
@@ -149,17 +154,18 @@ def nms_mask_kernel(boxes, labels, iou_threshold, zero, mask):
     if i >= M:
         return
     col_size = min(M - col_block * NMS_BLOCK, NMS_BLOCK)
-    area_i = max(boxes[i, 2] - boxes[i, 0], zero) * max(boxes[i, 3] - boxes[i, 1], zero)
+    area_i = mul_rn(max(boxes[i, 2] - boxes[i, 0], zero), max(boxes[i, 3] - boxes[i, 1], zero))
     bits = numba.uint64(0)
     start = t + 1 if row_block == col_block else 0
     for c in range(start, col_size):
         j = col_block * NMS_BLOCK + c
         if labels[j] != labels[i]:
             continue
-        area_j = max(boxes[j, 2] - boxes[j, 0], zero) * max(boxes[j, 3] - boxes[j, 1], zero)
+        area_j = mul_rn(max(boxes[j, 2] - boxes[j, 0], zero),
+                        max(boxes[j, 3] - boxes[j, 1], zero))
         w = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), zero)
         h = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), zero)
-        inter = w * h
+        inter = mul_rn(w, h)
         union = area_i + area_j - inter
         iou = inter / union if union > zero else zero
         if iou > iou_threshold:
@@ -221,17 +227,22 @@ def _greedy_cuda(boxes, order, labels, iou_threshold):
     removed = xp.empty(W, dtype=np.uint64)
     keep = xp.empty(M, dtype=np.int64)
     count = xp.zeros(1, dtype=np.int64)
-    kernels, dev, stream = _kernels, _launch.device_array, _launch.stream_of(boxes)
-    kernels["mask"][(W, W), NMS_BLOCK, stream](
-        dev(sorted_boxes), dev(sorted_labels), float(iou_threshold),
-        sorted_boxes.dtype.type(0), dev(mask))
+    kernels, dev = _kernels, _launch.device_array
     threads = min(256, 32 * math.ceil(W / 32))
-    kernels["reduce"][1, threads, stream](dev(mask), dev(removed), dev(keep), dev(count))
+    with _launch.launch_on(boxes) as stream:
+        kernels["mask"][(W, W), NMS_BLOCK, stream](
+            dev(sorted_boxes), dev(sorted_labels), float(iou_threshold),
+            sorted_boxes.dtype.type(0), dev(mask))
+        kernels["reduce"][1, threads, stream](dev(mask), dev(removed), dev(keep), dev(count))
     return keep[:int(count[0])]                  # the one scalar that comes back to the host
 
 
 def _prepare_cuda(boxes, scores, labels):
-    xp = _launch.get_array_module(boxes, scores)
+    """boxes, scores and labels on one device: that of the first CuPy array among them (the
+    others are copied there), else NumPy (the simulator). -> (xp, boxes, scores, labels)"""
+    boxes, scores, labels = _launch.on_device_of(_launch.first_cupy(boxes, scores, labels),
+                                                 boxes, scores, labels)
+    xp = _launch.get_array_module(boxes)
     _check(boxes, scores, labels)
     dtype = boxes.dtype if boxes.dtype in (np.float32, np.float64) else np.float32
     labels = xp.zeros(scores.shape[0], np.int64) if labels is None else labels
@@ -239,11 +250,8 @@ def _prepare_cuda(boxes, scores, labels):
 
 
 def _descending_order(xp, scores):
-    """Indices by descending score, ties in index order. CuPy's argsort is always stable (and
-    older CuPy rejects `kind`); NumPy's needs kind="stable"."""
-    if xp is np:
-        return np.argsort(-scores, kind="stable")
-    return xp.argsort(-scores)
+    """Indices by descending score, ties in index order (backend.stable_argsort)."""
+    return stable_argsort(-scores)
 
 
 def nms_cuda(boxes, scores, iou_threshold):

@@ -110,11 +110,25 @@ def is_cupy(x) -> bool:
     return _cupy is not None and isinstance(x, _cupy.ndarray)
 
 
+def stable_argsort(a, axis=-1):
+    """Indices that sort `a` ascending along `axis`, equal values in index order, the same
+    rule on NumPy and CuPy. NumPy's default argsort is quicksort, which orders ties
+    arbitrarily; CuPy's argsort is always stable (and older CuPy rejects `kind`)."""
+    if is_cupy(a):
+        return _cupy.argsort(a, axis=axis)
+    return np.argsort(a, axis=axis, kind="stable")
+
+
 def to_numpy(x):
     """A NumPy copy of x (a CuPy array is copied to the host; NumPy arrays pass through)."""
     if is_cupy(x):
         return _cupy.asnumpy(x)
     return np.asarray(x)
+
+
+def device_of(x) -> str:
+    """"cuda" for a CuPy array, "cpu" for anything else."""
+    return "cuda" if is_cupy(x) else "cpu"
 
 
 def to_device(x, device: str | None = None):

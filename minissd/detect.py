@@ -15,8 +15,7 @@ import numpy as np
 from . import backend
 from .cli import Parser, fail
 from .data.voc import DataError, load_image
-from .inference import CheckpointError, load_model, predict
-from .priors import default_boxes
+from .inference import CheckpointError, load_model, predict, priors_for
 
 
 def build_parser():
@@ -46,7 +45,7 @@ def main(argv=None):
         model, config, _ = load_model(args.checkpoint)
     except CheckpointError as e:
         fail("detect", str(e))
-    priors = backend.current_device_xp().asarray(default_boxes(config))
+    priors = priors_for(model, config)                  # on the model's device
     os.makedirs(args.out, exist_ok=True)
     names = config.class_names
     for path in args.images:                   # one image at a time: sizes differ

@@ -6,6 +6,10 @@ Each image is resized to the config's input size (no augmentation), preprocessed
 expect (config.preprocess), run through the network in eval mode, and decoded by
 postprocess.detect (softmax, score > 0.01, NMS 0.45, top 200). Boxes are normalised, so the
 network never needs the original image size; the metric compares normalised boxes.
+
+The device is the model's: images and default boxes go where its parameters are (model_device),
+whatever backend.set_device says, so a model moved with .to("cpu") or .to("cuda") is fed on
+its own device.
 """
 from __future__ import annotations
 
@@ -53,14 +57,26 @@ def load_model(path):
     return model, config, meta
 
 
+def model_device(model) -> str:
+    """"cpu" or "cuda": where the model's parameters live."""
+    return backend.device_of(model.params()[0][1])
+
+
+def priors_for(model, config):
+    """The config's default boxes (P, 4), on the model's device."""
+    return backend.to_device(default_boxes(config), model_device(model))
+
+
 def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200):
-    """Detections for a list of (H, W, 3) uint8 RGB images of any size.
+    """Detections for a list of (H, W, 3) uint8 RGB images of any size, computed on the
+    model's device (priors are moved there if they are not).
 
     returns per image (boxes (K, 4) normalised corners, scores (K,), labels (K,)) as NumPy
     """
-    xp = backend.current_device_xp()
+    device = model_device(model)
     batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
-    x = preprocess(xp.asarray(batch), config.preprocess)                   # (N, 3, S, S)
+    x = preprocess(backend.to_device(batch, device), config.preprocess)    # (N, 3, S, S)
+    priors = backend.to_device(priors, device)                             # (P, 4)
     was_training = model.training
     model.eval()                       # batch norm (tiny) uses its running statistics
     try:
@@ -84,7 +100,7 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
              "num_images": n, "skipped": images left out because their files are unreadable}
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    priors = backend.current_device_xp().asarray(default_boxes(config))
+    priors = priors_for(model, config)
     detections, truths = [], []
     starts = range(0, n, batch_size)
     if progress:

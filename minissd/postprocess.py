@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, stable_argsort
 from .boxes import decode
 from .kernels import batched_nms
 from .ops.softmax import softmax
@@ -66,15 +66,17 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
 
 
 def _top_per_class(scores, labels, k):
-    """Indices of the (at most) k highest-scoring candidates of each label, in no set order.
+    """Indices of the (at most) k highest-scoring candidates of each label, grouped by label,
+    best first; of equal scores, the lower candidate index goes first (and is kept when the
+    k-th place is tied), on NumPy and CuPy alike.
 
-    scores (M,), labels (M,) int -> (M',) int64. One sort on the key label + (1 - score)
-    groups the candidates by label, best first; a candidate's rank inside its group is its
-    position minus the position where the group starts.
+    scores (M,), labels (M,) int -> (M',) int64. One stable sort on the key
+    label + (1 - score) groups the candidates by label, best first; a candidate's rank inside
+    its group is its position minus the position where the group starts.
     """
     xp = get_array_module(scores)
     key = labels.astype(xp.float64) + (1.0 - scores.astype(xp.float64))  # score in [0, 1]
-    order = xp.argsort(key)                                               # (M,)
+    order = stable_argsort(key)                                           # (M,)
     sorted_labels = labels[order]
     group_start = xp.searchsorted(sorted_labels, sorted_labels, side="left")
     rank = xp.arange(order.shape[0]) - group_start                        # (M,)

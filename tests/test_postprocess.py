@@ -1,10 +1,11 @@
 """detect(): known answers, and agreement with a loop-over-classes reference."""
 import numpy as np
+import pytest
 
-from minissd.backend import to_numpy
+from minissd.backend import stable_argsort, to_numpy
 from minissd.boxes import center_to_corner, decode
 from minissd.kernels.nms_kernel import nms_reference
-from minissd.postprocess import detect
+from minissd.postprocess import _top_per_class, detect
 
 
 def logits_for(probabilities):
@@ -112,3 +113,47 @@ def test_per_class_top_k_caps_candidates_before_nms():
     assert got == want
     everything = detect(loc, conf, priors, per_class_top_k=None)[0]
     assert len(everything[0]) > len(boxes)
+
+
+def _top_per_class_loop(scores, labels, k):
+    """_top_per_class written as a loop: per label, candidates by (-score, index), first k."""
+    keep = []
+    for label in np.unique(labels):
+        idx = [i for i in range(len(scores)) if labels[i] == label]
+        keep += sorted(idx, key=lambda i: (-scores[i], i))[:k]
+    return np.sort(np.array(keep, np.int64))
+
+
+@pytest.mark.parametrize("M", [50, 500, 5000])
+def test_top_per_class_breaks_ties_by_index(to_xp, rng, M):
+    """Few distinct scores, so the k-th place is tied: the lower candidate indices are kept,
+    the same rule on NumPy and CuPy (NumPy's default quicksort picked others from M = 500)."""
+    scores = (rng.integers(0, 4, M) / 4 + 0.1).astype(np.float32)
+    labels = rng.integers(1, 4, M)
+    got = np.sort(to_numpy(_top_per_class(to_xp(scores), to_xp(labels), 40)))
+    np.testing.assert_array_equal(got, _top_per_class_loop(scores, labels, 40))
+
+
+def test_stable_argsort_keeps_ties_in_index_order(to_xp, rng):
+    a = rng.integers(0, 5, 3000)
+    order = to_numpy(stable_argsort(to_xp(a)))
+    np.testing.assert_array_equal(order, np.lexsort((np.arange(3000), a)))
+
+
+@pytest.mark.gpu
+def test_detect_on_cupy_equals_detect_on_numpy(rng):
+    """Detections of an untrained-looking output (every pair a candidate, many ties) are the
+    same on both devices: the same sort rule, and IoUs without FMA."""
+    from minissd import backend
+    P, C = 3000, 5
+    priors = np.concatenate([rng.random((P, 2)), rng.uniform(0.05, 0.3, (P, 2))], 1)
+    priors = priors.astype(np.float32)
+    loc = (rng.standard_normal((2, P, 4)) * 0.5).astype(np.float32)
+    conf = np.round(rng.standard_normal((2, P, C)), 1).astype(np.float32)    # ties
+    cpu = detect(loc, conf, priors)
+    gpu = detect(*(backend.to_device(a, "cuda") for a in (loc, conf, priors)))
+    for (bc, sc, lc), (bg, sg, lg) in zip(cpu, gpu):
+        assert backend.is_cupy(bg)
+        np.testing.assert_array_equal(to_numpy(lg), lc)
+        np.testing.assert_allclose(to_numpy(sg), sc, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(bg), bc, rtol=1e-5, atol=1e-6)

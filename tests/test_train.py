@@ -60,9 +60,12 @@ def test_overfits_one_small_batch(rng):
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) / 5, losses
 
 
-def test_train_evaluate_detect_end_to_end(tmp_path, capsys):
+def test_train_evaluate_detect_end_to_end(tmp_path, capsys, device):
+    """The three commands on the device under test (the GPU with pytest --device cuda)."""
     out = tmp_path / "run"
-    assert train.main(SMALL + ["--iters", "3", "--out", str(out)]) == 0
+    at = SMALL.index("--device") + 1
+    small = SMALL[:at] + [device] + SMALL[at + 1:]           # SMALL with --device <device>
+    assert train.main(small + ["--iters", "3", "--out", str(out)]) == 0
     for name in ("last.npz", "best.npz", "metrics.jsonl", "curves.png"):
         assert (out / name).is_file(), name
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
@@ -76,7 +79,8 @@ def test_train_evaluate_detect_end_to_end(tmp_path, capsys):
     capsys.readouterr()
 
     from minissd import detect, evaluate
-    assert evaluate.main(["--checkpoint", str(out / "last.npz"), "--json", "--device", "cpu"]) == 0
+    assert evaluate.main(["--checkpoint", str(out / "last.npz"), "--json", "--device",
+                          device]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
@@ -87,7 +91,7 @@ def test_train_evaluate_detect_end_to_end(tmp_path, capsys):
     root = ensure_synthetic(12, 6, 128, 0)
     image = sorted((__import__("pathlib").Path(root) / "JPEGImages").glob("*.jpg"))[0]
     assert detect.main(["--checkpoint", str(out / "last.npz"), str(image), "--out",
-                        str(tmp_path / "det"), "--threshold", "0.0", "--device", "cpu"]) == 0
+                        str(tmp_path / "det"), "--threshold", "0.0", "--device", device]) == 0
     printed = capsys.readouterr().out
     assert "detection(s)" in printed and (tmp_path / "det" / (image.stem + ".png")).is_file()
     with pytest.raises(SystemExit, match="nothere.jpg"):
