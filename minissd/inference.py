@@ -17,7 +17,7 @@ import numpy as np
 
 from . import backend
 from .config import SSDConfig
-from .data.augment import preprocess, resize
+from .data.augment import network_input
 from .data.voc import DataError
 from .metrics import evaluate_detections, voc_ap
 from .model import SSD
@@ -53,23 +53,35 @@ def load_model(path):
     return model, config, meta
 
 
-def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200):
+def predict(model, config, images, priors, conf_threshold=None, nms_threshold=None,
+            top_k=None):
     """Detections for a list of (H, W, 3) uint8 RGB images of any size.
 
+    The image is resized and preprocessed by the weights' rule (config.preprocess, see
+    data.augment.network_input), and decoded as the config says (postprocess.detect with
+    config.variances, wh_clamp, clip_boxes, per_class_top_k). conf_threshold, nms_threshold
+    and top_k default to the config's (0.01, 0.45, 200 for every named config).
     returns per image (boxes (K, 4) normalised corners, scores (K,), labels (K,)) as NumPy
     """
     xp = backend.current_device_xp()
-    batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
-    x = preprocess(xp.asarray(batch), config.preprocess)                   # (N, 3, S, S)
+    x = network_input(images, config.preprocess, config.image_size, xp)   # (N, 3, S, S)
     was_training = model.training
     model.eval()                       # batch norm (tiny) uses its running statistics
     try:
         loc, conf = model.forward(x, keep_cache=False)                     # (N, P, 4), (N, P, C)
     finally:
         model.train(was_training)
-    dets = detect(loc, conf, priors, conf_threshold=conf_threshold,
-                  nms_threshold=nms_threshold, top_k=top_k, variances=config.variances)
+    dets = detect(loc, conf, priors,
+                  conf_threshold=_given(conf_threshold, config.conf_threshold),
+                  nms_threshold=_given(nms_threshold, config.nms_threshold),
+                  top_k=_given(top_k, config.top_k), variances=config.variances,
+                  per_class_top_k=config.per_class_top_k, clip_boxes=config.clip_boxes,
+                  wh_clamp=config.wh_clamp)
     return [tuple(backend.to_numpy(a) for a in d) for d in dets]
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=False):

@@ -28,6 +28,7 @@ VGG16 import
 `vgg16_from_torchvision` turns torchvision's VGG16 (ImageNet) into SSD300's base, including
 the paper's "reduced fc": fc6/fc7 decimated into conv6 (3x3, dilated) and conv7 (1x1).
 `load_ssd_pytorch` takes ssd.pytorch's trained SSD300 or its `vgg16_reducedfc.pth`.
+`import_torchvision_ssd300` takes torchvision's ssd300_vgg16 detector (minissd/pretrained.py).
 
 Checkpoints
 -----------
@@ -434,6 +435,14 @@ def load_ssd_pytorch(state: dict) -> dict:
         a = to_numpy(v)
         out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
     return out
+
+
+def import_torchvision_ssd300(path):
+    """(SSDConfig, state dict) of torchvision's ssd300_vgg16 .pth, read without torch, for
+    SSD(config).load_state_dict(state). Lives in minissd/pretrained.py (its docstring maps the
+    keys); CheckpointError names the file and the fix when the file is something else."""
+    from .pretrained import import_torchvision_ssd300 as impl   # pretrained.py imports us
+    return impl(path)
 
 
 # --------------------------------------------------------------------------------------------
