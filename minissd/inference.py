@@ -1,17 +1,21 @@
 """Inference: a model from a checkpoint, detections for images, VOC mAP on a dataset.
 
-train (its evaluations), evaluate and detect all use these three.
+train (its evaluations), evaluate and detect all use these three (and load_weights, which
+also opens torchvision's and ssd.pytorch's .pth detectors).
 
-Each image is resized to the config's input size (no augmentation), preprocessed as the weights
-expect (config.preprocess), run through the network in eval mode, and decoded by
-postprocess.detect (softmax, score > 0.01, NMS 0.45, top 200). Boxes are normalised, so the
-network never needs the original image size; the metric compares normalised boxes.
+Each image is resized to the config's input size (no augmentation) and preprocessed as the
+weights expect (config.preprocess: Pillow's or torch's bilinear, channel order, mean, std), run
+through the network in eval mode, and decoded by postprocess.detect with the config's numbers
+(softmax, score > 0.01, at most 400 per class, NMS 0.45, top 200; torchvision's weights also
+clip the boxes and cap their growth). Boxes are normalised, so the network never needs the
+original image size; the metric compares normalised boxes.
 """
 from __future__ import annotations
 
 import os
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -23,6 +27,7 @@ from .metrics import evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
 from .priors import default_boxes
+from .weights import CheckpointError as WeightsError
 from .weights import load_checkpoint
 
 
@@ -51,6 +56,35 @@ def load_model(path):
         raise CheckpointError(f"{path}: parameters do not fit the config stored with them "
                               f"({e})") from None
     return model, config, meta
+
+
+def load_weights(path):
+    """(model, config, meta) from a minissd checkpoint (.npz) or a detector trained elsewhere:
+    torchvision's ssd300_vgg16 or ssd.pytorch's SSD300/512 (.pth, read without torch; see
+    minissd/pretrained.py). meta of a .pth: {"format": ..., "weights": path, "config": ...}."""
+    from .pretrained import import_detector        # imported here: only .pth files need it
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: weights file not found; pass a .pth file (torchvision's "
+                              "ssd300_vgg16, ssd.pytorch's SSD) or a minissd .npz checkpoint")
+    if _is_minissd_checkpoint(path):
+        return load_model(path)
+    try:
+        config, state, fmt = import_detector(path)
+    except (WeightsError, OSError) as e:
+        raise CheckpointError(str(e)) from None
+    model = SSD(config).to(backend.get_device())
+    model.load_state_dict(state)
+    return model, config, {"format": fmt, "weights": os.path.abspath(path),
+                           "config": config.to_dict()}
+
+
+def _is_minissd_checkpoint(path):
+    """An .npz written by save_checkpoint (a zip holding __meta__.npy), not a torch.save zip."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "__meta__.npy" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def predict(model, config, images, priors, conf_threshold=None, nms_threshold=None,

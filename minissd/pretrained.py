@@ -5,7 +5,7 @@
     import_detector(path) -> (config, state, format)     either kind, told apart by its keys
     detector_format(state) -> "torchvision-ssd300" | "ssd.pytorch" | "vgg16-base" | None
 
-Every file is read by minissd.weights.read_torch_checkpoint (no torch, nothing executed), and
+Every file is read by minissd.torchfile.read_torch_checkpoint (no torch, nothing executed), and
 `SSD(config).load_state_dict(state)` then holds the detector. The config carries what makes the
 detector compute what its own library computes: preprocessing, default boxes, box decoding and
 post-processing (minissd.config.ssd300_torchvision tells torchvision's rules one by one).
@@ -42,7 +42,7 @@ import numpy as np
 
 from .config import ssd300, ssd512, ssd300_torchvision
 from .plan import layer_plan
-from .weights import CheckpointError, load_ssd_pytorch, read_torch_checkpoint
+from .torchfile import CheckpointError, read_torch_checkpoint
 
 _FEATURES = re.compile(r"backbone\.features\.(\d+)\.weight$")
 _EXTRA0 = re.compile(r"backbone\.extra\.0\.(\d+)\.weight$")
@@ -214,7 +214,11 @@ def ssd_pytorch_detector(state: dict, path="state dict"):
     """(config, state) of a trained ssd.pytorch SSD300 or SSD512 (keys vgg.*, L2Norm.weight,
     extras.*, loc.*, conf.*): minissd's own names, so only the config is found, from the number
     of heads and the classes in conf.0. Caffe preprocessing, ssd.pytorch's default boxes."""
-    state = load_ssd_pytorch(state)
+    odd = [k for k in state if not k.startswith(("vgg.", "L2Norm.", "extras.", "loc.", "conf."))]
+    if odd:
+        raise CheckpointError(f"{path}: keys {odd[:4]} are not ssd.pytorch's (vgg.*, L2Norm.*, "
+                              "extras.*, loc.*, conf.*)")
+    state = {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
     heads = sum(1 for k in state if re.match(r"loc\.\d+\.weight$", k))
     make = {6: ssd300, 7: ssd512}.get(heads)
     if make is None:

@@ -81,10 +81,11 @@ def clip_priors(priors, rule="ssd.pytorch"):
     center-form numbers themselves:
       "ssd.pytorch"  (its PriorBox, and Caffe SSD's clip) clamps all four, cx, cy, w and h;
       "torchvision"  (DefaultBoxGenerator(clip=True)) clamps only w and h, leaving the centres.
-    They differ only where a centre lies outside [0, 1], which happens when a feature map has
-    more cells than image_size / step (f_k > S / step_k). For SSD300's maps the centres all lie
-    inside (the last 38x38 centre is 37.5 / 37.5 = 1.0 exactly), so only w or h of the large
-    boxes of the coarse maps change, identically under both rules.
+    They differ where a centre lies outside [0, 1], which happens when a feature map has more
+    cells than image_size / step (f_k > S / step_k). SSD300 has such a map: 10x10 cells of step
+    32 (300 / 32 = 9.375 cells), whose last column and row are centred at 9.5 / 9.375 = 1.0133.
+    ssd.pytorch moves those 120 centres (10 locations x 6 boxes, x and y) to 1.0, torchvision
+    keeps them; w and h of the large boxes of the coarse maps are cut to 1 by both.
     """
     if rule == "ssd.pytorch":
         return np.clip(priors, 0.0, 1.0)
