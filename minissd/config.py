@@ -1,4 +1,6 @@
-"""SSD configurations as plain dataclasses: ssd300, ssd512 and a CPU-sized `tiny`.
+"""SSD configurations as plain dataclasses: ssd300, ssd512, a CPU-sized `tiny`, and
+ssd300_torchvision (torchvision's ssd300_vgg16: SSD300's layers with torchvision's
+preprocessing, default boxes and post-processing; minissd.weights.import_torchvision_ssd300).
 
 A config says everything needed to build the network (model.py), its default boxes
 (priors.py) and its preprocessing (data/augment.py); checkpoints store it as JSON
@@ -299,8 +301,8 @@ CONFIGS["ssd300_torchvision"] = ssd300_torchvision
 
 def get_config(name: str, num_classes: int | None = None, class_names=None,
                image_size: int | None = None) -> SSDConfig:
-    """A named config ("ssd300", "ssd512", "tiny"), optionally with other classes and (tiny
-    only) another input side."""
+    """A named config ("ssd300", "ssd512", "tiny", "ssd300_torchvision"), optionally with
+    other classes and (tiny only) another input side."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     kw = {"class_names": class_names}

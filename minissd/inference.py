@@ -26,6 +26,7 @@ from .data.voc import DataError
 from .metrics import evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
+from .pretrained import import_detector
 from .priors import default_boxes
 from .weights import CheckpointError as WeightsError
 from .weights import load_checkpoint
@@ -62,7 +63,6 @@ def load_weights(path):
     """(model, config, meta) from a minissd checkpoint (.npz) or a detector trained elsewhere:
     torchvision's ssd300_vgg16 or ssd.pytorch's SSD300/512 (.pth, read without torch; see
     minissd/pretrained.py). meta of a .pth: {"format": ..., "weights": path, "config": ...}."""
-    from .pretrained import import_detector        # imported here: only .pth files need it
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: weights file not found; pass a .pth file (torchvision's "
                               "ssd300_vgg16, ssd.pytorch's SSD) or a minissd .npz checkpoint")

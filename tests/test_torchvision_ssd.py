@@ -10,14 +10,17 @@ Goals (issue 15): head outputs to 1e-4 relative, default boxes to 1e-3 px, the t
 labels exactly, scores to 1e-4 and boxes to 0.5 px. Run with -s to see the measured figures.
 """
 import dataclasses
+import json
 import math
 import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import make_torchvision_fixture as fx
+from minissd import backend
 from minissd import config as configs
 from minissd import detect as detect_cmd
 from minissd import evaluate as evaluate_cmd
@@ -51,11 +54,13 @@ def compare(model, config, image, want, preprocessed=None):
     comparison uses the fixture's every-7th-pixel sample and channel sums.
     """
     h, w = image.shape[:2]
-    x = network_input([image], config.preprocess, config.image_size)        # (1, 3, 300, 300)
+    xp = backend.current_device_xp()               # numpy, or cupy with pytest --device cuda
+    x = network_input([image], config.preprocess, config.image_size, xp)    # (1, 3, 300, 300)
     fig = {}
     if preprocessed is not None:
-        fig["preprocess_abs"] = float(np.abs(x - preprocessed).max())
+        fig["preprocess_abs"] = float(np.abs(backend.to_numpy(x) - preprocessed).max())
     else:
+        x = backend.to_numpy(x)
         fig["preprocess_abs"] = float(np.abs(x[:, :, ::7, ::7] - want["preprocessed_every7"]).max())
         fig["preprocess_sum_rel"] = float(np.abs(x.astype(np.float64).sum(axis=(0, 2, 3))
                                                  - want["preprocessed_sum"]).max()
@@ -66,9 +71,10 @@ def compare(model, config, image, want, preprocessed=None):
     fig["anchors_px"] = float(np.abs(corners - want["anchors"]).max())
     loc, conf = model.forward(x, keep_cache=False)
     for name, got in (("loc", loc[0]), ("conf", conf[0])):
+        got = backend.to_numpy(got)
         assert got.shape == want[name].shape, name
         fig[f"{name}_rel"] = float(np.abs(got - want[name]).max() / np.abs(want[name]).max())
-    boxes, scores, labels = predict(model, config, [image], priors)[0]
+    boxes, scores, labels = predict(model, config, [image], xp.asarray(priors))[0]
     fig.update(num=len(scores), num_torchvision=len(want["scores"]))
     n = min(TOP, len(want["scores"]))
     fig["top_labels_equal"] = bool(np.array_equal(labels[:n], want["labels"][:n]))
@@ -136,7 +142,7 @@ def test_the_fixture_exercises_the_clip_and_the_clamp(narrow):
     a box 62.5 times its default box covers the image either way)."""
     config, _, model, want = narrow
     assert (want["loc"][:, 2:] * config.variances[1] > config.wh_clamp).any()
-    priors = default_boxes(config)
+    priors = backend.current_device_xp().asarray(default_boxes(config))
 
     def run(**change):
         return predict(model, dataclasses.replace(config, **change), [want["image"]], priors)[0]
@@ -195,6 +201,11 @@ def test_config_is_torchvisions():
         (0.01, 0.45, 200, 400, True)
     assert c.preprocess["resize"] == "torch-bilinear"
     np.testing.assert_allclose(c.preprocess["mean"], fx.IMAGE_MEAN)
+
+
+def test_config_json_round_trip():
+    c = configs.ssd300_torchvision()
+    assert configs.SSDConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
 def test_old_checkpoints_keep_their_meaning():
@@ -313,6 +324,22 @@ def test_weights_errors_are_one_line(tmp_path, fixture_image, capsys):
     with pytest.raises(CommandError, match="--weights: .*pass --voc-root"):
         evaluate_cmd.main(["--weights", fx.FIXTURE_PTH])
     capsys.readouterr()
+
+
+def test_evaluate_takes_weights(tmp_path, narrow, capsys):
+    """evaluate --weights FILE.pth --voc-root DIR: the detector's classes, by name (here the
+    fixture's class1, class2: the synthetic set's circles and rings renamed to them)."""
+    from minissd.data.synthetic import generate
+    root = Path(generate(tmp_path / "voc", num_train=2, num_val=6, image_size=96, seed=0))
+    for xml in (root / "Annotations").glob("*.xml"):
+        text = xml.read_text().replace("<name>circle</name>", "<name>class1</name>")
+        xml.write_text(text.replace("<name>ring</name>", "<name>class2</name>"))
+    (root / "labels.txt").unlink()
+    evaluate_cmd.main(["--weights", fx.FIXTURE_PTH, "--voc-root", str(root), "--json",
+                       "--out", str(tmp_path)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["num_images"] == 6 and set(result["ap"]) == {"class1", "class2"}
+    assert 0 <= result["map"] <= 1                 # scored: the classes were found by name
 
 
 def test_load_weights_opens_both_kinds(tmp_path, narrow):
