@@ -146,7 +146,12 @@ def _torchvision_convs(state, path):
                 + [f"backbone.extra.0.{j}" for j in conv5]
                 + [f"backbone.extra.0.{fc_at}.1", f"backbone.extra.0.{fc_at}.3"]
                 + [f"backbone.extra.{b}.{i}" for b in (1, 2, 3, 4) for i in (0, 2)])
-    return [(p, np.asarray(state[p + ".weight"])) for p in prefixes]
+    convs = [(p, np.asarray(state[p + ".weight"])) for p in prefixes]
+    flat = [p for p, w in convs if w.ndim != 4]
+    if flat:
+        raise CheckpointError(f"{path}: {flat[0]}.weight is not a conv weight (out, in, kh, kw); "
+                              f"{_FIX}")
+    return convs
 
 
 def _config_from_shapes(state, convs, path):
