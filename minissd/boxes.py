@@ -42,16 +42,22 @@ def encode(matched, priors, variances=(0.1, 0.2)):
     return xp.concatenate([t_cxcy, t_wh], axis=-1)
 
 
-def decode(loc, priors, variances=(0.1, 0.2)):
+def decode(loc, priors, variances=(0.1, 0.2), wh_clamp=None):
     """Inverse of encode: predicted offsets -> corner-form boxes.
 
-    loc:    (..., P, 4) offsets
-    priors: (P, 4) center form
-    returns (..., P, 4) corner form
+    loc:      (..., P, 4) offsets
+    priors:   (P, 4) center form
+    wh_clamp: None, or the largest log size change allowed: exp(min(t_wh * v1, wh_clamp)).
+              torchvision's BoxCoder caps it at log(1000 / 16) (a box at most 62.5 times its
+              default box) so that an untrained network cannot overflow exp().
+    returns   (..., P, 4) corner form
     """
     xp = get_array_module(loc, priors)
     cxcy = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-    wh = priors[:, 2:] * xp.exp(loc[..., 2:] * variances[1])
+    log_wh = loc[..., 2:] * variances[1]
+    if wh_clamp is not None:
+        log_wh = xp.minimum(log_wh, loc.dtype.type(wh_clamp))
+    wh = priors[:, 2:] * xp.exp(log_wh)
     return center_to_corner(xp.concatenate([cxcy, wh], axis=-1))
 
 

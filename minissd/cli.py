@@ -5,7 +5,8 @@ Anything wrong with the data or the flags ends a command with ONE line on stderr
     minissd.<cmd>: error: <file or flag>: <what is wrong>; <what to do>
 
 and exit status 2 (argparse's own status for a usage error), never a traceback. Parser is an
-argparse.ArgumentParser whose usage errors come out the same way.
+argparse.ArgumentParser whose usage errors come out the same way. add_weights_flags gives
+evaluate and detect the same --checkpoint | --weights pair.
 """
 from __future__ import annotations
 
@@ -43,3 +44,14 @@ class Parser(argparse.ArgumentParser):
         if message.startswith("argument "):
             message = message[len("argument "):]
         fail(self.cmd, f"{message}; see python -m minissd.{self.cmd} --help")
+
+
+def add_weights_flags(p):
+    """--checkpoint CKPT | --weights FILE: exactly one (argparse says so in one line)."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", metavar="CKPT",
+                       help="a last.npz or best.npz written by python -m minissd.train")
+    which.add_argument("--weights", metavar="FILE.pth",
+                       help="instead of --checkpoint: a detector trained elsewhere, read "
+                       "without torch: torchvision's ssd300_vgg16 (e.g. its COCO weights "
+                       "ssd300_vgg16_coco-b556d3b4.pth) or ssd.pytorch's SSD300 .pth")

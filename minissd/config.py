@@ -1,4 +1,6 @@
-"""SSD configurations as plain dataclasses: ssd300, ssd512 (VOC and COCO) and a CPU-sized `tiny`.
+"""SSD configurations as plain dataclasses: ssd300, ssd512 (VOC and COCO), a CPU-sized `tiny`,
+and ssd300_torchvision (torchvision's ssd300_vgg16: SSD300's layers with torchvision's
+preprocessing, default boxes and post-processing; minissd.weights.import_torchvision_ssd300).
 
 A config says everything needed to build the network (model.py), its default boxes
 (priors.py) and its preprocessing (data/augment.py); checkpoints store it as JSON
@@ -19,6 +21,7 @@ ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 VOC_CLASS_NAMES = (
@@ -34,6 +37,34 @@ CAFFE_PREPROCESS = {"channel_order": "BGR", "scale": 1.0,
                     "mean": (104.0, 117.0, 123.0), "std": (1.0, 1.0, 1.0)}
 TORCHVISION_PREPROCESS = {"channel_order": "RGB", "scale": 1.0 / 255.0,
                           "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+# torchvision's ssd300_vgg16: its VGG16 (trained on ImageNet as torchvision's "features" weights,
+# then with SSD on COCO) expects RGB in 0..255 minus the mean: torchvision writes this as
+# 0..1 minus (0.48235, 0.45882, 0.40784), divided by std 1/255. GeneralizedRCNNTransform
+# normalises first and then resizes the float image with torch's bilinear interpolate
+# (align_corners=False, no antialiasing): the "resize" entry names that rule
+# (minissd.data.augment.network_input). Without a "resize" entry: Pillow's bilinear on uint8.
+TORCHVISION_SSD_PREPROCESS = {"channel_order": "RGB", "scale": 1.0 / 255.0,
+                              "mean": (0.48235, 0.45882, 0.40784),
+                              "std": (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0),
+                              "resize": "torch-bilinear"}
+
+# The 91 labels of torchvision's COCO detectors (torchvision.models._meta._COCO_CATEGORIES):
+# COCO's category ids 1..90 with "N/A" where COCO left an id unused, 0 = background. Label i of
+# a torchvision COCO model is COCO_91_CATEGORIES[i].
+COCO_91_CATEGORIES = (
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train",
+    "truck", "boat", "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter",
+    "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra",
+    "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A", "handbag", "tie", "suitcase",
+    "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove",
+    "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork",
+    "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot",
+    "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "N/A",
+    "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)
 
 _VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
 
@@ -65,6 +96,16 @@ class SSDConfig:
     variances: tuple = (0.1, 0.2)
     # --- preprocessing (of the weights) ---
     preprocess: dict = field(default_factory=lambda: dict(CAFFE_PREPROCESS))
+    # --- what makes torchvision's SSD300 torchvision's (defaults: ssd.pytorch's behaviour, so
+    # every older config and checkpoint means exactly what it meant) ---
+    prior_clip: str = "ssd.pytorch"         # with clip: "ssd.pytorch" clamps cx, cy, w, h to
+                                            # [0, 1]; "torchvision" only w, h (priors.py)
+    conf_threshold: float = 0.01            # detection (inference.predict, postprocess.detect):
+    nms_threshold: float = 0.45             #   score > conf_threshold, per class at most
+    top_k: int = 200                        #   per_class_top_k candidates, NMS at IoU >
+    per_class_top_k: int = 400              #   nms_threshold, top_k per image
+    clip_boxes: bool = False                # clip decoded boxes to the image before NMS
+    wh_clamp: float | None = None           # cap on the log size change of a decoded box
 
     @property
     def num_classes(self) -> int:
@@ -145,6 +186,36 @@ def ssd512(num_classes: int = 21, class_names=None) -> SSDConfig:
         max_sizes=(76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6),
         aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
     )
+
+
+def ssd300_torchvision(num_classes: int = 91, class_names=None) -> SSDConfig:
+    """torchvision's ssd300_vgg16 (COCO: 91 labels): SSD300's network, torchvision's rules.
+
+    The layers are SSD300's (minissd.weights.import_torchvision_ssd300 maps its state dict onto
+    them); what differs from ssd300() is everything around the network, as torchvision's
+    models/detection/ssd.py, anchor_utils.py, transform.py and _utils.py do it:
+      * preprocessing: RGB 0..255 minus (123.0, 117.0, 104.0) (written 0..1 minus (0.48235,
+        0.45882, 0.40784), over 1/255), normalised first, then resized to 300x300 with torch's
+        bilinear interpolation on floats (TORCHVISION_SSD_PREPROCESS);
+      * default boxes: scales 0.07, 0.15, 0.33, 0.51, 0.69, 0.87 and 1.05 for s'_6, i.e. min
+        sizes 21..261 and max sizes 45..315 pixels, SSD300's steps and ratios, and only w, h
+        clipped to [0, 1] (prior_clip "torchvision");
+      * box coder weights (10, 10, 5, 5) = variances (0.1, 0.2), with the log size change
+        capped at log(1000 / 16) before exp (wh_clamp);
+      * detection: score > 0.01, at most 400 candidates per class, boxes clipped to the image,
+        per-class NMS at IoU 0.45, the best 200 per image.
+    L2Norm: torchvision divides by max(|x|, 1e-12), minissd by |x| + 1e-10; the two agree to
+    float32 precision wherever the norm is not (almost) zero, and both give 0 where it is.
+    """
+    if class_names is None and num_classes == len(COCO_91_CATEGORIES):
+        class_names = COCO_91_CATEGORIES[1:]
+    config = ssd300(num_classes, class_names)
+    return dataclasses.replace(
+        config, name="ssd300_torchvision",
+        min_sizes=(21.0, 45.0, 99.0, 153.0, 207.0, 261.0),
+        max_sizes=(45.0, 99.0, 153.0, 207.0, 261.0, 315.0),
+        prior_clip="torchvision", clip_boxes=True, wh_clamp=math.log(1000.0 / 16),
+        preprocess=dict(TORCHVISION_SSD_PREPROCESS))
 
 
 TINY_IMAGE_SIZE = 128              # the input side tiny() was designed and measured at
@@ -266,12 +337,13 @@ def ssd512_coco(num_classes: int = 81, class_names=None) -> SSDConfig:
 
 CONFIGS = {"ssd300": ssd300, "ssd512": ssd512, "tiny": tiny,
            "ssd300_coco": ssd300_coco, "ssd512_coco": ssd512_coco}
+CONFIGS["ssd300_torchvision"] = ssd300_torchvision
 
 
 def get_config(name: str, num_classes: int | None = None, class_names=None,
                image_size: int | None = None) -> SSDConfig:
-    """A named config (CONFIGS: "ssd300", "ssd512", "tiny", "ssd300_coco", "ssd512_coco"),
-    optionally with other classes and (tiny only) another input side."""
+    """A named config (CONFIGS: "ssd300", "ssd512", "tiny", "ssd300_coco", "ssd512_coco",
+    "ssd300_torchvision"), optionally with other classes and (tiny only) another input side."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
     kw = {"class_names": class_names}

@@ -1,9 +1,15 @@
-"""Detect objects: python -m minissd.detect --checkpoint CKPT IMAGE... --out DIR [--threshold T]
+"""Detect objects: python -m minissd.detect --checkpoint CKPT | --weights FILE.pth IMAGE...
+                  --out DIR [--threshold T]
 
 For each image: run the network at the config's input size, decode and NMS
 (postprocess.detect), keep detections scoring at least --threshold, print them as
 "class score xmin ymin xmax ymax" in the image's pixel coordinates, and write
 <out>/<image name>.png with the boxes, class names and scores drawn.
+
+--weights takes a detector trained elsewhere as it is: torchvision's ssd300_vgg16 .pth (its
+COCO file ssd300_vgg16_coco-b556d3b4.pth prints COCO's class names) or ssd.pytorch's SSD300,
+read without torch (minissd/pretrained.py), with that library's preprocessing, default boxes
+and post-processing.
 """
 from __future__ import annotations
 
@@ -13,16 +19,15 @@ import sys
 import numpy as np
 
 from . import backend
-from .cli import Parser, fail
+from .cli import Parser, add_weights_flags, fail
 from .data.voc import DataError, load_image
-from .inference import CheckpointError, load_model, predict, priors_for
+from .inference import CheckpointError, load_model, load_weights, predict, priors_for
 
 
 def build_parser():
     p = Parser("detect", description="Draw and print SSD detections for images, labelled "
                "with the checkpoint's class names.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="a last.npz or best.npz written by python -m minissd.train")
+    add_weights_flags(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (jpg, png, ...)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder for the images with boxes drawn (created if needed)")
@@ -42,7 +47,10 @@ def main(argv=None):
     if missing:
         fail("detect", f"{', '.join(missing)}: image not found; check the path")
     try:
-        model, config, _ = load_model(args.checkpoint)
+        if args.weights is not None:
+            model, config, _ = load_weights(args.weights)
+        else:
+            model, config, _ = load_model(args.checkpoint)
     except CheckpointError as e:
         fail("detect", str(e))
     priors = priors_for(model, config)                  # on the model's device

@@ -1,6 +1,8 @@
 """Evaluate a checkpoint: python -m minissd.evaluate --checkpoint CKPT [--voc-root DIR]
                        [--coco-root DIR --coco-ann FILE.json] [--metric voc07|voc10|coco|all]
                        [--json]
+(or --weights FILE.pth: torchvision's ssd300_vgg16 or ssd.pytorch's SSD, with --voc-root DIR or
+--coco-root DIR --coco-ann FILE.json)
 
 Prints a per-class AP table with the PASCAL metrics (VOC2007 11-point and VOC2010+ all-point)
 and a table of COCO's twelve numbers (AP@[.5:.95], AP50, AP75, AP and AR by object size,
@@ -33,12 +35,13 @@ import sys
 import time
 
 from . import backend
-from .cli import Parser, fail
+from .cli import Parser, add_weights_flags, fail
 from .coco_metrics import COCO_KEYS, format_coco_table
 from .data.choice import data_spec, open_split
 from .data.voc import DataError
 # load_model, predict and evaluate_model lived here before minissd.inference; the old names stay
-from .inference import CheckpointError, evaluate_model, load_model, predict  # noqa: F401
+from .inference import (CheckpointError, evaluate_model, load_model,  # noqa: F401
+                        load_weights, predict)
 
 
 METRICS = ("voc07", "voc10", "coco", "all")
@@ -57,9 +60,14 @@ def _dataset_for(meta, voc_root, coco_root=None, coco_ann=None):
         spec.update(classes=list(meta["config"]["class_names"]), drop_other_classes=True)
     else:
         spec = meta.get("data")
+        if spec is None and "format" in meta and "weights" in meta:
+            raise DataError(f"--weights: {meta['weights']} ({meta['format']}) does not say "
+                            "which data to evaluate on; pass --voc-root DIR or --coco-root DIR "
+                            "--coco-ann FILE.json")
         if spec is None:
             raise DataError("--checkpoint: the checkpoint does not say which data it was "
-                            "trained on; pass --voc-root DIR")
+                            "trained on; pass --voc-root DIR or --coco-root DIR --coco-ann "
+                            "FILE.json")
     return open_split(spec, "val", keep_difficult=True), spec
 
 
@@ -69,9 +77,8 @@ def _nan_to_none(v):
 
 def build_parser():
     p = Parser("evaluate", description="PASCAL VOC AP / mAP and COCO's AP / AR of a minissd "
-               "checkpoint, per class by name.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help="a last.npz or best.npz written by python -m minissd.train")
+               "checkpoint or a torchvision / ssd.pytorch detector, per class by name.")
+    add_weights_flags(p)
     p.add_argument("--voc-root", metavar="DIR", help="evaluate on this VOCdevkit (VOC2007 "
                    "test), VOC-format folder or flat export (its validation split: val.txt, "
                    "valid/, or the hash split train makes); default: exactly the validation "
@@ -114,7 +121,10 @@ def main(argv=None):
 def _evaluate(args):
     text_out = sys.stderr if args.json else sys.stdout
     backend.set_device(args.device)
-    model, config, meta = load_model(args.checkpoint)
+    if args.weights is not None:
+        model, config, meta = load_weights(args.weights)
+    else:
+        model, config, meta = load_model(args.checkpoint)
     dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann)
     want_coco = args.metric in ("coco", "all")
     t = time.perf_counter()
@@ -126,7 +136,8 @@ def _evaluate(args):
     _print_tables(r, names, args.metric, text_out)
 
     from .viz import plot_pr_curves          # imported here: matplotlib is slow to import
-    out = args.out or os.path.dirname(os.path.abspath(args.checkpoint))
+    weights_file = os.path.abspath(args.checkpoint or args.weights)
+    out = args.out or os.path.dirname(weights_file)
     png = os.path.join(out, "pr_curves.png")
     plot_pr_curves(r["result"], names, png)
     skipped = f" ({r['skipped']} unreadable images skipped)" if r["skipped"] else ""
@@ -138,7 +149,7 @@ def _evaluate(args):
             "map_voc10": _nan_to_none(r["map_voc10"]),
             "ap": {names[c - 1]: _nan_to_none(v) for c, v in r["ap"].items()},
             "ap_voc10": {names[c - 1]: _nan_to_none(v) for c, v in r["ap_voc10"].items()},
-            "num_images": r["num_images"], "checkpoint": os.path.abspath(args.checkpoint),
+            "num_images": r["num_images"], "checkpoint": weights_file,
             "step": meta.get("step"), "pr_curves": png, "seconds": seconds}
         if want_coco:
             out["coco"] = {k: _nan_to_none(r["coco"][k]) for k in COCO_KEYS}

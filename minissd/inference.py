@@ -1,11 +1,14 @@
 """Inference: a model from a checkpoint, detections for images, VOC (and COCO) mAP on a dataset.
 
-train (its evaluations), evaluate and detect all use these three.
+train (its evaluations), evaluate and detect all use these three (and load_weights, which
+also opens torchvision's and ssd.pytorch's .pth detectors).
 
-Each image is resized to the config's input size (no augmentation), preprocessed as the weights
-expect (config.preprocess), run through the network in eval mode, and decoded by
-postprocess.detect (softmax, score > 0.01, NMS 0.45, top 200). Boxes are normalised, so the
-network never needs the original image size; the metric compares normalised boxes.
+Each image is resized to the config's input size (no augmentation) and preprocessed as the
+weights expect (config.preprocess: Pillow's or torch's bilinear, channel order, mean, std), run
+through the network in eval mode, and decoded by postprocess.detect with the config's numbers
+(softmax, score > 0.01, at most 400 per class, NMS 0.45, top 200; torchvision's weights also
+clip the boxes and cap their growth). Boxes are normalised, so the network never needs the
+original image size; the metric compares normalised boxes.
 
 The device is the model's: images and default boxes go where its parameters are (model_device),
 whatever backend.set_device says, so a model moved with .to("cpu") or .to("cuda") is fed on
@@ -16,17 +19,20 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 
 from . import backend
 from .config import SSDConfig
-from .data.augment import preprocess, resize
+from .data.augment import network_input
 from .data.voc import DataError
 from .metrics import coco_eval, evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
+from .pretrained import import_detector
 from .priors import default_boxes
+from .weights import CheckpointError as WeightsError
 from .weights import load_checkpoint
 
 
@@ -67,15 +73,48 @@ def priors_for(model, config):
     return backend.to_device(default_boxes(config), model_device(model))
 
 
-def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200):
+def load_weights(path):
+    """(model, config, meta) from a minissd checkpoint (.npz) or a detector trained elsewhere:
+    torchvision's ssd300_vgg16 or ssd.pytorch's SSD300/512 (.pth, read without torch; see
+    minissd/pretrained.py). meta of a .pth: {"format": ..., "weights": path, "config": ...}."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: weights file not found; pass a .pth file (torchvision's "
+                              "ssd300_vgg16, ssd.pytorch's SSD) or a minissd .npz checkpoint")
+    if _is_minissd_checkpoint(path):
+        return load_model(path)
+    try:
+        config, state, fmt = import_detector(path)
+    except (WeightsError, OSError) as e:
+        raise CheckpointError(str(e)) from None
+    model = SSD(config).to(backend.get_device())
+    model.load_state_dict(state)
+    return model, config, {"format": fmt, "weights": os.path.abspath(path),
+                           "config": config.to_dict()}
+
+
+def _is_minissd_checkpoint(path):
+    """An .npz written by save_checkpoint (a zip holding __meta__.npy), not a torch.save zip."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "__meta__.npy" in z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def predict(model, config, images, priors, conf_threshold=None, nms_threshold=None,
+            top_k=None):
     """Detections for a list of (H, W, 3) uint8 RGB images of any size, computed on the
     model's device (priors are moved there if they are not).
 
+    The image is resized and preprocessed by the weights' rule (config.preprocess, see
+    data.augment.network_input), and decoded as the config says (postprocess.detect with
+    config.variances, wh_clamp, clip_boxes, per_class_top_k). conf_threshold, nms_threshold
+    and top_k default to the config's (0.01, 0.45, 200 for every named config).
     returns per image (boxes (K, 4) normalised corners, scores (K,), labels (K,)) as NumPy
     """
     device = model_device(model)
-    batch = np.stack([resize(im, config.image_size) for im in images]).astype(np.float32)
-    x = preprocess(backend.to_device(batch, device), config.preprocess)    # (N, 3, S, S)
+    xp = backend.get_array_module(model.params()[0][1])                    # the model's device
+    x = network_input(images, config.preprocess, config.image_size, xp)   # (N, 3, S, S)
     priors = backend.to_device(priors, device)                             # (P, 4)
     was_training = model.training
     model.eval()                       # batch norm (tiny) uses its running statistics
@@ -83,9 +122,17 @@ def predict(model, config, images, priors, conf_threshold=0.01, nms_threshold=0.
         loc, conf = model.forward(x, keep_cache=False)                     # (N, P, 4), (N, P, C)
     finally:
         model.train(was_training)
-    dets = detect(loc, conf, priors, conf_threshold=conf_threshold,
-                  nms_threshold=nms_threshold, top_k=top_k, variances=config.variances)
+    dets = detect(loc, conf, priors,
+                  conf_threshold=_given(conf_threshold, config.conf_threshold),
+                  nms_threshold=_given(nms_threshold, config.nms_threshold),
+                  top_k=_given(top_k, config.top_k), variances=config.variances,
+                  per_class_top_k=config.per_class_top_k, clip_boxes=config.clip_boxes,
+                  wh_clamp=config.wh_clamp)
     return [tuple(backend.to_numpy(a) for a in d) for d in dets]
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=False,

@@ -6,6 +6,7 @@
 Steps (SSD paper, section 3, "inference"; the same as ssd.pytorch's Detect):
   1. softmax over the C classes of each default box      scores (N, P, C)
   2. decode the offsets against the default boxes         boxes  (N, P, 4) corner form
+     (torchvision then clips them to the image: clip_boxes=True)
   3. candidates: every (box, class > 0) pair whose score > conf_threshold, at most
      per_class_top_k of them per class (Caffe SSD's nms_param top_k = 400; ssd.pytorch uses
      200): this bounds NMS's work (its GPU bitmask is M^2 / 8 bytes) on an untrained network,
@@ -31,12 +32,15 @@ from .ops.softmax import softmax
 
 
 def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200,
-           variances=(0.1, 0.2), per_class_top_k=400):
+           variances=(0.1, 0.2), per_class_top_k=400, clip_boxes=False, wh_clamp=None):
     """Per-image detections from SSD outputs.
 
     loc:    (N, P, 4) predicted offsets
     conf:   (N, P, C) class logits (column 0 = background)
     priors: (P, 4) default boxes, center form
+    clip_boxes: clip the decoded boxes to the image, [0, 1], before NMS (torchvision does;
+            ssd.pytorch does not, so its NMS sees boxes that reach past the edge)
+    wh_clamp: cap on the decoded log size change (boxes.decode; torchvision: log(1000 / 16))
     returns a list of N tuples (boxes (K, 4) corner form, scores (K,), labels (K,) int64 in
             1..C-1), K <= top_k, sorted by descending score (ties: lower box index, then
             lower class first)
@@ -49,7 +53,9 @@ def detect(loc, conf, priors, conf_threshold=0.01, nms_threshold=0.45, top_k=200
         raise ValueError(f"minissd/postprocess.py detect: priors must be (P, 4) = "
                          f"({loc.shape[1]}, 4) center form, got {tuple(priors.shape)}")
     scores = softmax(conf, axis=-1)[:, :, 1:]          # (N, P, C-1), background dropped
-    boxes = decode(loc, priors, variances)             # (N, P, 4)
+    boxes = decode(loc, priors, variances, wh_clamp)   # (N, P, 4)
+    if clip_boxes:
+        boxes = xp.clip(boxes, 0.0, 1.0)
     detections = []
     for n in range(loc.shape[0]):
         box_idx, cls_idx = xp.nonzero(scores[n] > conf_threshold)   # (M,), (M,) box-major

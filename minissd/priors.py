@@ -67,9 +67,7 @@ def default_boxes(config):
 
     priors = np.concatenate(per_map, axis=0)                      # (P, 4)
     if config.clip:
-        # ssd.pytorch clamps (cx, cy, w, h) themselves, not the corners: only the large boxes
-        # of the coarse maps change (their w or h is cut to 1).
-        priors = np.clip(priors, 0.0, 1.0)
+        priors = clip_priors(priors, getattr(config, "prior_clip", "ssd.pytorch"))
     return priors.astype(np.float32)
 
 
@@ -97,6 +95,30 @@ def box_labels(config) -> list:
             location += [f"s={s:.2f}, {a:g}", f"s={s:.2f}, 1/{a:g}"]
         labels += location * (f * f)                                # same order as the boxes
     return labels
+
+
+PRIOR_CLIP_RULES = ("ssd.pytorch", "torchvision")
+
+
+def clip_priors(priors, rule="ssd.pytorch"):
+    """Clip center-form default boxes (P, 4) to [0, 1] by one of two rules.
+
+    Neither clips the corners (a box may still reach past the image edge); both clamp the
+    center-form numbers themselves:
+      "ssd.pytorch"  (its PriorBox, and Caffe SSD's clip) clamps all four, cx, cy, w and h;
+      "torchvision"  (DefaultBoxGenerator(clip=True)) clamps only w and h, leaving the centres.
+    They differ where a centre lies outside [0, 1], which happens when a feature map has more
+    cells than image_size / step (f_k > S / step_k). SSD300 has such a map: 10x10 cells of step
+    32 (300 / 32 = 9.375 cells), whose last column and row are centred at 9.5 / 9.375 = 1.0133.
+    ssd.pytorch moves those 120 centres (10 locations x 6 boxes, x and y) to 1.0, torchvision
+    keeps them; w and h of the large boxes of the coarse maps are cut to 1 by both.
+    """
+    if rule == "ssd.pytorch":
+        return np.clip(priors, 0.0, 1.0)
+    if rule == "torchvision":
+        return np.concatenate([priors[:, :2], np.clip(priors[:, 2:], 0.0, 1.0)], axis=1)
+    raise ValueError(f"prior_clip is {rule!r}; use one of {', '.join(PRIOR_CLIP_RULES)} "
+                     "(minissd/config.py)")
 
 
 def _check(config):

@@ -24,6 +24,8 @@ SSDAugmentation, in Caffe SSD's order (ssd_pascal.py + its data layer):
     Boxes whose centre lies inside the crop are kept and clipped to it;
  4. horizontal flip, p 0.5;
  5. resize to S x S (bilinear; Caffe also draws the interpolation at random, we do not).
+At inference, network_input resizes and preprocesses by the rule of the weights: Pillow's
+bilinear on uint8 (minissd, ssd.pytorch), or torch's on the normalised floats (torchvision).
 
 Every random number comes from the numpy Generator passed in, so a (seed, sample) pair
 always gives the same output. Geometry works on uint8 with a "virtual" expanded canvas:
@@ -79,6 +81,67 @@ def resize(image, size):
     if image.shape[0] == size and image.shape[1] == size:
         return image
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+RESIZE_RULES = ("pillow-bilinear", "torch-bilinear")
+
+
+def network_input(images, pp: dict, size: int, xp=np):
+    """The network's input batch from RGB images of any sizes, by the weights' resize rule.
+
+    images: list of (H, W, 3) uint8 RGB arrays (sizes may differ)
+    pp:     a preprocess dict (config.preprocess); its optional "resize" entry picks the rule:
+              "pillow-bilinear" (the default, and every minissd checkpoint): resize the uint8
+                  image with Pillow's bilinear filter, then preprocess;
+              "torch-bilinear" (torchvision's detectors, GeneralizedRCNNTransform): preprocess
+                  at the original size, then resize the float image with torch's bilinear
+                  interpolate (resize_bilinear_torch). Pillow widens its filter when it
+                  shrinks (antialiasing) and rounds to uint8; torch does neither, so the two
+                  differ by a few grey levels.
+    xp:     numpy or cupy: where the batch is made
+    returns (N, 3, size, size) float32
+    """
+    rule = pp.get("resize", "pillow-bilinear")
+    if rule == "pillow-bilinear":
+        batch = np.stack([resize(im, size) for im in images]).astype(np.float32)
+        return preprocess(xp.asarray(batch), pp)                      # (N, 3, S, S)
+    if rule == "torch-bilinear":
+        return xp.concatenate([
+            resize_bilinear_torch(preprocess(xp.asarray(im[None], dtype=xp.float32), pp), size)
+            for im in images])                                         # (N, 3, S, S)
+    raise ValueError(f"preprocess resize rule {rule!r}; use one of {', '.join(RESIZE_RULES)}")
+
+
+def resize_bilinear_torch(x, size: int):
+    """torch.nn.functional.interpolate(x, (size, size), mode="bilinear", align_corners=False).
+
+    x: (N, C, H, W) float32 (NumPy or CuPy) -> (N, C, size, size) float32
+    Output pixel o samples the input at src = (o + 0.5) * (in / out) - 0.5, floored at 0
+    (pixel centres line up; no antialiasing, however much it shrinks), between the two
+    nearest input pixels i0 = floor(src) and i1 = min(i0 + 1, in - 1) with weight
+    lam = src - i0 on i1. Rounded as torch's CPU kernel rounds (float32 weights).
+    """
+    xp = get_array_module(x)
+    y0, y1, ly = _source_pixels(x.shape[2], size, xp)                  # (S,) each
+    x0, x1, lx = _source_pixels(x.shape[3], size, xp)
+    ly, lx = ly[:, None], lx[None, :]                                  # (S, 1), (1, S)
+    one = xp.float32(1)
+    top = x[:, :, y0][:, :, :, x0] * (one - lx) + x[:, :, y0][:, :, :, x1] * lx   # (N, C, S, S)
+    bottom = x[:, :, y1][:, :, :, x0] * (one - lx) + x[:, :, y1][:, :, :, x1] * lx
+    return xp.ascontiguousarray(top * (one - ly) + bottom * ly, dtype=xp.float32)
+
+
+def _source_pixels(n_in, n_out, xp):
+    """(i0, i1, lam) for torch's align_corners=False rule along one axis of n_in -> n_out."""
+    # torch's scale is a float32; scale * (o + 0.5) - 0.5 is one fused multiply-add in its
+    # compiled kernel (rounded once), which float64 arithmetic rounded to float32 reproduces.
+    scale = float(np.float32(n_in) / np.float32(n_out))
+    src = ((xp.arange(n_out, dtype=xp.float64) + 0.5) * scale - 0.5).astype(xp.float32)
+    src = xp.maximum(src, xp.float32(0))                               # (n_out,)
+    i0 = xp.minimum(xp.floor(src).astype(xp.int64), n_in - 1)
+    i1 = xp.minimum(i0 + 1, n_in - 1)
+    lam = xp.clip(src - i0.astype(xp.float32), 0, 1).astype(xp.float32)
+    return i0, i1, lam
 
 
 class Resize:
