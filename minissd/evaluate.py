@@ -170,6 +170,8 @@ def _print_tables(r, names, metric, out):
     print(f"{'class':<{width}}" + "".join(f"  {h:>10}" for h, _, _ in cols)
           + f"  {'objects':>7}", file=out)
     for c in r["ap"]:
+        if names[c - 1] == "N/A" and r["result"]["num_gt"][c] == 0:
+            continue                   # the gaps of COCO's 91 category ids (torchvision's model)
         print(f"{names[c - 1]:<{width}}" + "".join(f"  {ap[c]:>10.4f}" for _, ap, _ in cols)
               + f"  {r['result']['num_gt'][c]:>7d}", file=out)
     print(f"{'mAP':<{width}}" + "".join(f"  {m:>10.4f}" for _, _, m in cols), file=out)
