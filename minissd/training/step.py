@@ -41,5 +41,8 @@ def forward_backward(model, priors, batch, config, comm=None):
     num_pos = None if comm is None else comm.allreduce_sum((conf_t > 0).sum())
     loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t, num_pos=num_pos)
     dloc, dconf = multibox_loss_backward(cache)
+    # the outputs, the targets and the loss cache are not needed by the model's backward:
+    # dropped now, the step's peak (at the start of backward) does not hold them
+    del loc, conf, loc_t, conf_t, cache
     model.backward(dloc, dconf, need_dx=False)
     return loss, parts["loc"], parts["conf"]
