@@ -25,7 +25,7 @@ Memory (what the cache keeps for backward; `keep=`, or set_conv_memory for every
   * keep="input" (the default): the cache keeps x, and backward rebuilds the columns from it.
     A 3x3 conv's columns are 9x larger than its input (K = 9C numbers per output position
     against C per input position), and a training step holds every layer's cache at the end
-    of forward: SSD300 at batch 32 holds about 21 GB of columns, against 2.3 GB of inputs.
+    of forward: SSD300 at batch 32 holds 20.4 GiB of columns, against 2.4 GiB of inputs.
     The price is a second im2col per conv in backward (a copy, no arithmetic); the values are
     the same copies, so the gradients are bit-identical to keep="cols".
   * keep="cols": the cache keeps the columns (no second im2col; the memory of every column
