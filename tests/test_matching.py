@@ -167,3 +167,33 @@ def test_encode_planes_is_encode(rng):
     priors = default_boxes(tiny())[:50]
     t = boxes.encode_planes(gt.T, priors.T)
     np.testing.assert_array_equal(np.stack(t, axis=-1), boxes.encode(gt, priors))
+
+
+def test_the_batch_ground_truth_goes_to_the_device_in_two_copies(monkeypatch, rng):
+    from minissd import matching
+    priors = default_boxes(tiny())
+    sent = []
+
+    class Device:
+        """NumPy standing in for the priors' device module: records what is sent to it."""
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        def asarray(self, a, *args, **kwargs):
+            if isinstance(a, np.ndarray):
+                sent.append(a.shape)
+            return np.asarray(a, *args, **kwargs)
+
+    device, real = Device(), matching.get_array_module
+    monkeypatch.setattr(matching, "get_array_module",
+                        lambda *arrays: device if arrays and arrays[0] is priors
+                        else real(*arrays))
+    counts = [3, 0, 5, 1, 2, 4, 1, 6]
+    gts = [_random_gt(rng, g) for g in counts]
+    labels = [rng.integers(1, 7, g) for g in counts]
+    loc_t, conf_t = match_batch(gts, labels, priors)
+    assert sent == [(sum(counts), 4), (3, sum(counts))]   # not two small copies per image
+    monkeypatch.undo()
+    ref_loc, ref_conf = match_batch(gts, labels, priors)
+    np.testing.assert_array_equal(loc_t, ref_loc)
+    np.testing.assert_array_equal(conf_t, ref_conf)

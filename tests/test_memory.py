@@ -56,3 +56,8 @@ def test_bench_model_memory_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "peak MiB" in out and "largest batch that fits" in out
     assert out.count("tiny ") >= 4 + 2          # 2 batches x 2 keeps, and the fit rows
+
+
+def test_bench_model_memory_names_a_bad_config(capsys):
+    assert bench_model(["--memory", "--config", "ssd301"]) == 2
+    assert "--config ssd301" in capsys.readouterr().err

@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import get_config
+from ..config import CONFIGS, get_config
 from ..ops.conv import chunk_images, conv_memory, set_conv_memory
 from ..plan import layer_plan
 
@@ -361,6 +362,15 @@ def run(args, configs=None, batches=None):
     configs = configs or (["tiny", "ssd300", "ssd512"] if getattr(args, "config", None)
                           in (None, "all") else [args.config])
     batches = batches or getattr(args, "batch", None) or [1, 8, 32]
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad:
+        print(f"minissd.bench model: error: --config {bad[0]}: unknown config; choose "
+              f"{', '.join(CONFIGS)} or all", file=sys.stderr)
+        return 2
+    if min(batches) < 1:
+        print("minissd.bench model: error: --batch: batch sizes must be 1 or more",
+              file=sys.stderr)
+        return 2
     print(f"training step memory estimated from the layer plan (minissd/bench/memory.py): "
           f"float32, {args.optimizer}, conv workspace {conv_memory()['workspace_bytes'] // 2**20}"
           f" MiB; keep = what each conv keeps for backward (input: the default; cols: im2col)")
