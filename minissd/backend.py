@@ -187,3 +187,74 @@ def nccl_allreduce_sum(comm, a):
     comm.allReduce(send.data.ptr, out.data.ptr, send.size, types[a.dtype.name], nccl.NCCL_SUM,
                    _cupy.cuda.get_current_stream().ptr)
     return out
+
+
+# --- host-to-device copies that overlap the GPU's work (the training loader) ---------------
+
+def pinned_empty(shape, dtype):
+    """A NumPy array in page-locked (pinned) host memory when CuPy is in use, else a plain
+    np.empty. The GPU's copy engine reads pinned memory directly, so a copy from it can run
+    asynchronously, beside kernels; a copy from ordinary (pageable) memory is first staged by
+    the driver, on the host's time."""
+    if _cupy is None or _device != "cuda":
+        return np.empty(shape, dtype)
+    import cupyx                      # part of CuPy (the only CuPy import besides cupy's)
+    return cupyx.empty_pinned(shape, dtype)
+
+
+class HostToDevice:
+    """Copies arrays (image batches) to the GPU from pinned memory on a side stream, so that
+    the copy of the next batch runs while the current step computes. On the CPU both calls
+    hand the NumPy array straight back (no copy at all).
+
+        ticket = copier.start(host)      # copy queued on the side stream; returns at once
+        x = copier.finish(ticket)        # the device array; the current stream waits for the
+                                         # copy on the GPU (no host wait)
+
+    Ordering, all of it on the GPU except one host wait:
+      * the copy goes into a new array of the current stream's memory pool; that block may
+        have been freed by Python while queued kernels still use it, so the side stream first
+        waits for everything queued on the current stream so far (an event);
+      * two pinned buffers are used in turn; before the host refills one, it waits for that
+        buffer's previous copy (a host sync, needed: the copy must have read the buffer; it was
+        queued a step earlier, so it has normally long finished).
+    minissd/data/loader.py's to_device_prefetched calls start(batch s + 1) before handing
+    batch s to the step, so the copy waits only for step s - 1 and overlaps step s.
+    """
+
+    def __init__(self, slots=2):
+        self.on_gpu = _cupy is not None and _device == "cuda"
+        self.slots = [None] * slots        # pinned host buffers
+        self.done = [None] * slots         # the event of each buffer's last copy
+        self.count = 0
+        self.stream = _cupy.cuda.Stream(non_blocking=True) if self.on_gpu else None
+
+    def start(self, host):
+        """Queue the copy of NumPy array `host` to the device; returns a ticket for finish."""
+        if not self.on_gpu:
+            return host
+        k = self.count % len(self.slots)
+        self.count += 1
+        if self.done[k] is not None:
+            self.done[k].synchronize()     # host sync (needed): buffer k's last copy has read it
+        buf = self.slots[k]
+        if buf is None or buf.shape != host.shape or buf.dtype != host.dtype:
+            buf = self.slots[k] = pinned_empty(host.shape, host.dtype)
+        buf[...] = host                                      # host memcpy into pinned memory
+        current = _cupy.cuda.get_current_stream()
+        dst = _cupy.empty(host.shape, host.dtype)            # from the current stream's pool
+        queued = _cupy.cuda.Event()
+        queued.record(current)                               # everything queued so far
+        self.stream.wait_event(queued)
+        dst.set(buf, stream=self.stream)                     # asynchronous: pinned source
+        done = self.done[k] = _cupy.cuda.Event()
+        done.record(self.stream)
+        return dst, done
+
+    def finish(self, ticket):
+        """The device array of a started copy; work queued after this waits for the copy."""
+        if not self.on_gpu:
+            return ticket
+        dst, done = ticket
+        _cupy.cuda.get_current_stream().wait_event(done)     # a GPU-side wait, not the host's
+        return dst

@@ -13,8 +13,13 @@ SSD's rule (paper Sec. 2.2; ssd.pytorch's `match`):
   3. Every other prior takes the ground truth it overlaps most if that IoU >= iou_threshold,
      else it is background (label 0).
 The targets are then the labels (1..K, as given) and the encoded offsets of the matched
-ground truth (boxes.encode). Background priors get zero offsets: the loss never reads them,
-so only the positives are encoded (on CuPy, finding them is one device-to-host sync).
+ground truth (boxes.encode). Background priors get zero offsets (the loss never reads them).
+
+No host sync: every step is a fixed-shape array operation (max, argmax, where, a gather),
+never `nonzero`, whose output size the host must wait for. Every prior is encoded against
+the box it matched (a few microseconds of arithmetic more than encoding the positives only)
+and `where` keeps the positives' offsets, so on CuPy the whole matching is queued on the
+GPU while the host goes on. On NumPy the result is bit-identical to encoding the positives.
 
 `match` does one image the plain way; `match_batch` does a whole batch at once on padded
 arrays, with one IoU call for all images. Both run on NumPy and CuPy (the priors' module).
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from .backend import get_array_module
-from .boxes import center_to_corner, encode
+from .boxes import center_to_corner, encode_planes
 from .kernels import iou_matrix
 
 
@@ -49,7 +56,8 @@ def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
     if G == 0:
         return xp.zeros((P, 4), dtype=priors.dtype), xp.zeros(P, dtype=xp.int64)
 
-    overlaps = iou_matrix(gt_boxes, center_to_corner(priors))          # (G, P)
+    corners = center_to_corner(priors)                                 # (P, 4)
+    overlaps = iou_matrix(gt_boxes, corners)                           # (G, P)
     best_gt = overlaps.argmax(axis=0)                                  # (P,) best GT per prior
     best_gt_iou = overlaps.max(axis=0)                                 # (P,)
     best_prior = overlaps.argmax(axis=1)                               # (G,) best prior per GT
@@ -62,9 +70,8 @@ def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
 
     positive = best_gt_iou >= iou_threshold                            # (P,)
     conf_t = xp.where(positive, gt_labels[best_gt], 0)                 # (P,)
-    loc_t = xp.zeros((P, 4), dtype=priors.dtype)
-    pos = xp.nonzero(positive)[0]                                      # (P_pos,)
-    loc_t[pos] = encode(gt_boxes[best_gt[pos]], priors[pos], variances)   # (P_pos, 4)
+    matched = gt_boxes.T[:, best_gt]                                   # (4, P) corner form
+    loc_t = _encode_positives(matched, positive, priors, corners, variances)
     return loc_t, conf_t.astype(xp.int64)
 
 
@@ -90,28 +97,38 @@ def match_batch(gt_boxes_list: Sequence, gt_labels_list: Sequence, priors, iou_t
         raise ValueError(f"minissd/matching.py match_batch: {len(gt_boxes_list)} box arrays but "
                          f"{len(gt_labels_list)} label arrays; pass one of each per image")
     N, P = len(gt_boxes_list), priors.shape[0]
-    boxes = [xp.asarray(b, dtype=priors.dtype).reshape(-1, 4) for b in gt_boxes_list]
-    labels = [xp.asarray(l, dtype=xp.int64).reshape(-1) for l in gt_labels_list]
-    for n, (b, l) in enumerate(zip(boxes, labels)):
-        _check_image(b, l, f"match_batch (image {n})")
-    counts = [b.shape[0] for b in boxes]
-    M = max(counts + [1])                 # at least one (padded) row keeps argmax defined
     if N == 0:
         return xp.zeros((0, P, 4), dtype=priors.dtype), xp.zeros((0, P), dtype=xp.int64)
-
+    # The ground truth is gathered where it lies (the loader's NumPy arrays: on the host) and
+    # goes to the priors' device in two copies, all boxes (sum G, 4) and one int64 array
+    # (3, sum G) of image, slot and label per box, rather than two small copies per image.
+    gm = get_array_module(*gt_boxes_list, *gt_labels_list)
+    boxes = [gm.asarray(b, dtype=priors.dtype).reshape(-1, 4) for b in gt_boxes_list]
+    labels = [gm.asarray(l, dtype=gm.int64).reshape(-1) for l in gt_labels_list]
+    for n, (b, l) in enumerate(zip(boxes, labels)):
+        _check_image(b, l, f"match_batch (image {n})")
+    counts = [b.shape[0] for b in boxes]                  # shapes: known on the host
+    M = max(counts + [1])                 # at least one (padded) row keeps argmax defined
     # Where each ground truth goes in the padded (N, M) layout.
-    img = xp.asarray([n for n, c in enumerate(counts) for _ in range(c)], dtype=xp.int64)
-    slot = xp.asarray([g for c in counts for g in range(c)], dtype=xp.int64)
+    img = np.repeat(np.arange(N), counts)                              # (sum G,)
+    slot = np.concatenate([np.arange(c) for c in counts])              # (sum G,)
+    gt_all = xp.asarray(gm.concatenate(boxes))                         # (sum G, 4): copy 1
+    if gm is np:
+        index = xp.asarray(np.stack([img, slot, np.concatenate(labels)]))   # (3, sum G): copy 2
+        img, slot, lab_all = index[0], index[1], index[2]
+    else:
+        index = xp.asarray(np.stack([img, slot]))                      # (2, sum G): copy 2
+        img, slot, lab_all = index[0], index[1], xp.concatenate(labels)
     valid = xp.zeros((N, M), dtype=bool)
     valid[img, slot] = True
     gt_pad = xp.zeros((N, M, 4), dtype=priors.dtype)
     lab_pad = xp.zeros((N, M), dtype=xp.int64)
     overlaps = xp.full((N, M, P), -1.0, dtype=priors.dtype)
-    if img.size:
-        gt_all = xp.concatenate(boxes)                                 # (sum G, 4)
+    corners = center_to_corner(priors)                                 # (P, 4)
+    if sum(counts):
         gt_pad[img, slot] = gt_all
-        lab_pad[img, slot] = xp.concatenate(labels)
-        overlaps[img, slot] = iou_matrix(gt_all, center_to_corner(priors))   # (sum G, P)
+        lab_pad[img, slot] = lab_all
+        overlaps[img, slot] = iou_matrix(gt_all, corners)              # (sum G, P)
 
     best_gt_iou = overlaps.max(axis=1)                                 # (N, P)
     # best_gt = overlaps.argmax(axis=1), written as a loop over the M slots because NumPy's
@@ -133,11 +150,25 @@ def match_batch(gt_boxes_list: Sequence, gt_labels_list: Sequence, priors, iou_t
 
     positive = best_gt_iou >= iou_threshold                            # (N, P)
     conf_t = xp.where(positive, lab_pad[rows[:, None], best_gt], 0)    # (N, P)
-    # Encode only the positives (a few hundred of N * P); background offsets stay 0.
-    loc_t = xp.zeros((N, P, 4), dtype=priors.dtype)
-    n, p = xp.nonzero(positive)                                        # (N_pos,) each
-    loc_t[n, p] = encode(gt_pad[n, best_gt[n, p]], priors[p], variances)   # (N_pos, 4)
+    # the box each prior matched, coordinate first: (4, N, P), each plane contiguous
+    matched = xp.moveaxis(gt_pad, -1, 0)[:, rows[:, None], best_gt]
+    loc_t = _encode_positives(matched, positive, priors, corners, variances)
     return loc_t, conf_t.astype(xp.int64)
+
+
+def _encode_positives(matched, positive, priors, corners, variances):
+    """(..., P, 4) offsets: encode(matched) where positive, 0 elsewhere; no host sync.
+
+    matched (4, ..., P) corner form, coordinate first: the box each prior matched; positive
+    (..., P) bool; corners (P, 4) the priors in corner form. A background prior may have
+    matched a padded all-zero box; it is encoded against itself instead (finite offsets, no
+    log(0) warning), and `where` then writes its 0."""
+    xp = get_array_module(matched)
+    own = xp.moveaxis(corners, -1, 0).reshape((4,) + (1,) * (matched.ndim - 2) + (-1,))
+    safe = xp.where(positive, matched, own)                            # (4, ..., P)
+    zero = xp.zeros((), dtype=priors.dtype)
+    t = encode_planes(safe, xp.moveaxis(priors, -1, 0), variances)     # 4 x (..., P)
+    return xp.stack([xp.where(positive, c, zero) for c in t], axis=-1)   # (..., P, 4)
 
 
 def _check_image(gt_boxes, gt_labels, where):

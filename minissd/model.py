@@ -155,8 +155,14 @@ class SSD(Container):
 
         need_dx=False skips the gradient of the images (training never uses it) and returns
         None: the first conv, at full resolution, is spared its col2im.
+
+        Each layer's cache is dropped once its backward has used it, so the memory of the
+        forward caches shrinks as backward goes down the network (the peak of a step is then
+        at the start of backward, with every cache held; minissd/bench/memory.py), and the
+        next forward starts with none of them. A second backward needs a new forward.
         """
         dsources = self.heads.backward(dloc, dconf)
+        self.heads.clear_cache()
         # extras: the output of every second conv is also a source, so its gradient adds up
         dh = None
         for j in range(len(self.extras) - 1, -1, -1):
@@ -164,13 +170,17 @@ class SSD(Container):
                 dsrc = dsources.pop()
                 dh = dsrc if dh is None else dh + dsrc
             dh = self.extras[j].backward(dh)
+            self.extras[j].clear_cache()
         # conv7's output went to source 1 and to the extras
         dh = dsources[1] if dh is None else dh + dsources[1]
         for i in range(len(self.vgg) - 1, -1, -1):
             if i == self.l2norm_index:
                 # source 0 = L2Norm(h_i); h_i also feeds layer i + 1
                 dh = dh + self.L2Norm.backward(dsources[0])
+                self.L2Norm.clear_cache()
+                dsources[0] = None
             dh = self.vgg[i].backward(dh) if i else self.vgg[0].backward(dh, need_dx)
+            self.vgg[i].clear_cache()
         return dh
 
     def __repr__(self):

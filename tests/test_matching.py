@@ -114,3 +114,86 @@ def test_batch_equals_a_loop_of_match(rng, to_xp):
 def test_mismatched_labels_are_reported():
     with pytest.raises(ValueError, match="one label"):
         match(np.zeros((2, 4), np.float32), np.array([1]), default_boxes(tiny()))
+
+
+def _match_with_nonzero(gt, labels, priors):
+    """The matching rule written the plain way, encoding only the positives it finds with
+    nonzero (a host sync on a GPU): the reference the sync-free match_batch must equal."""
+    P = priors.shape[0]
+    loc_t, conf_t = np.zeros((P, 4), priors.dtype), np.zeros(P, np.int64)
+    if len(gt) == 0:
+        return loc_t, conf_t
+    overlaps = iou_matrix(gt, boxes.center_to_corner(priors))         # (G, P)
+    best_gt, best_iou = overlaps.argmax(0), overlaps.max(0)
+    for g, p in enumerate(overlaps.argmax(1)):
+        best_gt[p], best_iou[p] = g, 2.0
+    pos = np.nonzero(best_iou >= 0.5)[0]
+    conf_t[pos] = labels[best_gt[pos]]
+    loc_t[pos] = boxes.encode(gt[best_gt[pos]], priors[pos])
+    return loc_t, conf_t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_batch_is_bit_identical_to_encoding_the_positives_only(seed):
+    rng = np.random.default_rng(seed)
+    priors = default_boxes(tiny())
+    counts = rng.integers(0, 15, 6).tolist()
+    gts = [_random_gt(rng, g) for g in counts]
+    labels = [rng.integers(1, 7, g) for g in counts]
+    loc_b, conf_b = match_batch(gts, labels, priors)
+    for n in range(len(counts)):
+        loc_t, conf_t = _match_with_nonzero(gts[n], labels[n], priors)
+        np.testing.assert_array_equal(conf_b[n], conf_t)
+        np.testing.assert_array_equal(loc_b[n], loc_t)           # bit for bit, not allclose
+        lone_t, cone_t = match(gts[n], labels[n], priors)
+        np.testing.assert_array_equal(lone_t, loc_t)
+        np.testing.assert_array_equal(cone_t, conf_t)
+
+
+def test_matching_never_calls_nonzero(monkeypatch, rng):
+    # nonzero's output size is data-dependent: on a GPU the host must wait for it
+    def refuse(*args, **kwargs):
+        raise AssertionError("nonzero called: a host sync on the GPU")
+    monkeypatch.setattr(np, "nonzero", refuse)
+    priors = default_boxes(tiny())
+    gts = [_random_gt(rng, 4), _random_gt(rng, 0)]
+    loc_t, conf_t = match_batch(gts, [np.array([1, 2, 3, 4]), np.array([], np.int64)], priors)
+    assert (conf_t[0] > 0).any() and not (conf_t[1] > 0).any()
+    match(gts[0], np.array([1, 2, 3, 4]), priors)
+
+
+def test_encode_planes_is_encode(rng):
+    gt = _random_gt(rng, 50)
+    priors = default_boxes(tiny())[:50]
+    t = boxes.encode_planes(gt.T, priors.T)
+    np.testing.assert_array_equal(np.stack(t, axis=-1), boxes.encode(gt, priors))
+
+
+def test_the_batch_ground_truth_goes_to_the_device_in_two_copies(monkeypatch, rng):
+    from minissd import matching
+    priors = default_boxes(tiny())
+    sent = []
+
+    class Device:
+        """NumPy standing in for the priors' device module: records what is sent to it."""
+        def __getattr__(self, name):
+            return getattr(np, name)
+
+        def asarray(self, a, *args, **kwargs):
+            if isinstance(a, np.ndarray):
+                sent.append(a.shape)
+            return np.asarray(a, *args, **kwargs)
+
+    device, real = Device(), matching.get_array_module
+    monkeypatch.setattr(matching, "get_array_module",
+                        lambda *arrays: device if arrays and arrays[0] is priors
+                        else real(*arrays))
+    counts = [3, 0, 5, 1, 2, 4, 1, 6]
+    gts = [_random_gt(rng, g) for g in counts]
+    labels = [rng.integers(1, 7, g) for g in counts]
+    loc_t, conf_t = match_batch(gts, labels, priors)
+    assert sent == [(sum(counts), 4), (3, sum(counts))]   # not two small copies per image
+    monkeypatch.undo()
+    ref_loc, ref_conf = match_batch(gts, labels, priors)
+    np.testing.assert_array_equal(loc_t, ref_loc)
+    np.testing.assert_array_equal(conf_t, ref_conf)

@@ -7,6 +7,11 @@
     --repeat R          timed runs per case, the best is reported (default 3)
     --no-torch          skip the PyTorch comparison
     --compare-float64   make the one-off comparison with torch in float64 (both sides)
+    --memory            no timing: the estimated peak memory of a training step, per config
+                        and batch, from the layer plan (minissd/bench/memory.py), and the
+                        largest batch that fits --fit GIB [GIB ...] (default 12 24 32 80);
+                        --config all (the default with --memory) for tiny, ssd300, ssd512;
+                        --optimizer sgd|adam; --measure checks it with tracemalloc on the CPU
 
 For each batch: forward time (inference: eval mode, keep_cache=False), forward+backward time
 (training mode), images/s, and on CUDA the peak of CuPy's memory pool. When torch is
@@ -23,7 +28,7 @@ import argparse
 import numpy as np
 
 from .. import backend
-from . import best_time
+from . import best_time, memory
 from ..config import get_config
 from ..model import SSD
 from ..plan import extra_units, l2norm_input, layer_plan, source_units, stage_layers
@@ -228,14 +233,21 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m minissd.bench model",
                                  description="Time the SSD network (ours and torch.nn).")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--config", default="ssd300")
+    ap.add_argument("--config", default=None,
+                    help="ssd300 (the default), ssd512 or tiny; with --memory also 'all'")
     ap.add_argument("--batch", type=int, nargs="+", default=None)
     ap.add_argument("--backward", action="store_true", help="also forward+backward on the CPU")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--compare-float64", action="store_true",
                     help="run the one-off comparison with torch in float64 (both sides)")
+    ap.add_argument("--memory", action="store_true",
+                    help="print the estimated memory of a training step instead of timing")
+    memory.add_arguments(ap)
     args = ap.parse_args(argv)
+    if args.memory:
+        return memory.run(args)
+    args.config = args.config or "ssd300"
 
     device = backend.set_device(args.device)
     batches = args.batch or ([1, 8, 32] if device == "cuda" else [1])

@@ -240,6 +240,26 @@ class DataLoader:
         return preprocess_images(images, self.preprocess), targets         # (N, 3, S, S)
 
 
+def to_device_prefetched(batches, copier):
+    """(images on the device, targets) for every (images, targets) of `batches`, with the
+    copy of batch s + 1 queued BEFORE batch s is handed over, so that it runs while step s
+    computes (copier: backend.HostToDevice; on the CPU it hands the arrays back unchanged).
+
+    Reads one batch ahead of the caller. The targets stay NumPy: matching (matching.py) sends
+    a whole batch's ground truth to the device in two copies of its own."""
+    it = iter(batches)
+    try:
+        images, targets = next(it)
+    except StopIteration:
+        return
+    pending = (copier.start(images), targets)
+    for images, targets in it:
+        ahead = (copier.start(images), targets)      # batch s + 1, queued before step s
+        yield copier.finish(pending[0]), pending[1]  # batch s: the step runs
+        pending = ahead
+    yield copier.finish(pending[0]), pending[1]
+
+
 def shard_bounds(n, rank, size):
     """(lo, hi): the positions of part `rank` of `size` of n items, np.array_split's parts
     (the first n % size parts have one item more)."""

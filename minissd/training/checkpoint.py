@@ -47,12 +47,14 @@ def load_run_checkpoint(path):
 
 
 def params_finite(model):
-    """True when every parameter is finite (one host sync per parameter array)."""
-    for _, w in model.params():
-        xp = backend.get_array_module(w)
-        if not bool(xp.isfinite(w).all()):
-            return False
-    return True
+    """True when every parameter is finite. Each parameter's check is reduced on its device
+    to one flag, the flags are stacked and reduced again, and only that one bool comes back:
+    one host sync for the whole model (rather than one per parameter array)."""
+    flags = [backend.get_array_module(w).isfinite(w).all() for _, w in model.params()]
+    if not flags:
+        return True
+    xp = backend.get_array_module(flags[0])
+    return bool(xp.stack(flags).all())                  # host sync (needed): the answer
 
 
 def checked_save(save, model, path, step):

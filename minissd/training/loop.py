@@ -33,6 +33,7 @@ from ..coco_metrics import COCO_KEYS
 from ..config import SSDConfig, get_config
 from ..data.choice import (CachedDataset, data_spec, make_loader, median_object_side,
                            open_split, write_split_files)
+from ..data.loader import to_device_prefetched
 from ..distributed import (SingleProcess, allreduce_gradients, rank0_first, select_gpu,
                            sync_batch_norm)
 from ..inference import evaluate_model
@@ -179,14 +180,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ the steps of run()
     def batches(self):
-        """(step, (images, targets)) for the steps still to go."""
-        return zip(range(self.start, self.settings.iters), self.loader.batches(self.start))
+        """(step, (images, targets)) for the steps still to go. On a GPU the images come
+        already on the device: each batch is copied from pinned memory on a side stream while
+        the previous step computes (data/loader.py's to_device_prefetched)."""
+        batches = self.loader.batches(self.start)
+        if self.device == "cuda":
+            batches = to_device_prefetched(batches, backend.HostToDevice())
+        return zip(range(self.start, self.settings.iters), batches)
 
     def step(self, step, images, targets):
         """Forward, backward and the optimizer update of one batch."""
         s = self.settings
         self.lr = learning_rate(step, s.lr, s.warmup, s.milestones)
-        x = backend.to_device(images) if self.device == "cuda" else images
+        x = images                             # on the device already (batches())
         batch = (x, [b for b, _ in targets], [l for _, l in targets])
         comm = self.comm if self.comm.size > 1 else None
         loss, loc_loss, conf_loss = forward_backward(self.model, self.priors, batch, self.config,
@@ -200,6 +206,8 @@ class Trainer:
         parts = backend.get_array_module(loss).stack([loss, loc_loss, conf_loss])
         self.sums = parts if self.sums is None else self.sums + parts
         self.count += 1
+        # On the CPU a number costs nothing; on a GPU float(loss) would wait for the step, so
+        # there the NaN check is log_losses' (one host sync per log line, not per step).
         if self.device != "cuda" and not math.isfinite(float(loss)):
             raise NonFiniteLoss(f"step {step + 1}")
 
@@ -209,6 +217,7 @@ class Trainer:
         pressed = float(self.ctrl_c is not None and self.ctrl_c.pressed)
         grads, (loss, loc_loss, conf_loss, stops) = allreduce_gradients(
             self.comm, grads, [loss, loc_loss, conf_loss, pressed])
+        # host sync (needed): every rank must take the same stop decision after this step
         self.stop_asked = self.stop_asked or bool(stops > 0)
         return grads, loss, loc_loss, conf_loss
 
@@ -240,7 +249,7 @@ class Trainer:
     def log_losses(self, done):
         """The mean losses since the last log line into metrics.jsonl and the progress bar;
         the one host sync of the loop, and the NaN check of the steps it covers."""
-        mean = backend.to_numpy(self.sums) / self.count
+        mean = backend.to_numpy(self.sums) / self.count      # host sync (needed): the numbers
         if not np.isfinite(mean).all():
             raise NonFiniteLoss(f"a step between {self.good_step + 1} and {done}")
         now = time.perf_counter()
