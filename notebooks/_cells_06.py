@@ -160,7 +160,8 @@ ax = axes[1, 1]
 ax.plot(thresholds, [G - f for f in found], "o-", label="galaxies lost (no kept box)")
 ax.plot(thresholds, duplicates, "s-", label="duplicate boxes kept")
 ax.axvline(0.45, color="gray", linestyle="--"), ax.text(0.46, 0.8 * max(duplicates), "SSD: 0.45")
-ax.set_yscale("symlog", linthresh=1), ax.set_ylim(0, None), ax.set_xlabel("NMS IoU threshold"), ax.legend()
+ax.set_yscale("symlog", linthresh=1), ax.set_ylim(0, None)
+ax.set_xlabel("NMS IoU threshold"), ax.legend()
 ax.set_title("the trade: lost neighbours against duplicates")
 fig.suptitle("Hubble Deep Field (NASA, public domain): white, the blob detector's galaxies; "
              "red, the candidates NMS keeps", fontsize=12)

@@ -24,6 +24,7 @@ NOTEBOOKS = [
     "05_loss_and_hard_negative_mining",
     "06_detection_and_nms",
     "07_training_and_evaluation",
+    "08_augmentation_and_your_own_data",
 ]
 CELL_TIMEOUT = 600          # seconds per cell; the slowest cell (07's training loop) takes ~90 s
 
