@@ -161,7 +161,8 @@ First two **untrained** tiny SSDs, identical but for the seed of their random in
 Their mining follows the rule exactly, but what it picks means nothing yet: the background
 scores of an untrained network are a random function of the image, so the "hardest" boxes are
 wherever the random weights happen to put a low background score. Two seeds pick different
-boxes, and the boxes they pick lie no nearer the objects than background boxes do on average.
+boxes, and the boxes they pick lie about as far from the objects as background boxes in
+general do.
 Do not read meaning into the red boxes below: they say nothing about the objects. (Where they
 line an edge of the image, as seed 0's do, that is the convolutions' zero padding, which makes
 border cells differ from the rest for any random weights.)
@@ -179,6 +180,8 @@ print(f"mean IoU with the nearest object: all background boxes "
       f"{nearest_object_iou(neg_a).mean():.3f}, seed 1's {nearest_object_iou(neg_b).mean():.3f}")
 assert num_neg == min(3 * num_pos, int(background.sum()))
 assert shared < 0.25                                          # different seeds, different picks
+for negatives in (neg_a, neg_b):                     # about as far as any background box
+    assert nearest_object_iou(negatives).mean() < 2 * nearest_object_iou(background).mean()
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
 draw(axes[0], neg_a, pos, f"untrained, seed 0: {num_neg} hard negatives (red)")
