@@ -51,9 +51,15 @@ offsets = np.array([[0, 0, 0, 0], [2.5, 0, 0, 0], [0, 0, np.log(1.5) / 0.2, 0], 
 boxes = decode(offsets, prior)                     # (4, 4) corner form
 print(boxes.round(4))
 assert np.allclose(boxes[1], [0.45, 0.4, 0.65, 0.6]) and np.isclose(boxes[2, 2] - boxes[2, 0], 0.3)
-fig, ax = plt.subplots(figsize=(4, 4))
-viz.draw_boxes(None, boxes, labels=np.arange(1, 5), ax=ax)
-ax.set_xlim(0.1, 0.9), ax.set_ylim(0.9, 0.1), ax.set_title("one default box, four offsets")
+titles = ["l_cx = 2.5: moved right by 0.05", "l_w = log 1.5 / 0.2: 1.5x wider",
+          "(-2, -2, -2, 2): up-left, narrow, tall"]
+fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+for ax, box, title, label in zip(axes, boxes[1:], titles, [2, 3, 4]):
+    viz.draw_boxes(None, boxes[:1], ax=ax, color="gray", linestyle="--")   # offsets 0: the prior
+    viz.draw_boxes(None, box[None], ax=ax, color=viz.class_color(label), linewidth=2.5)
+    ax.set_xlim(0.2, 0.8), ax.set_ylim(0.8, 0.2), ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+fig.suptitle("the default box (0.5, 0.5, 0.2, 0.2), dashed, and three decoded offsets")
 plt.show()
 """),
 ("md", r"""
