@@ -245,8 +245,8 @@ of their names.
 
 We make a flat export of 16 images. To keep this notebook self-contained, the "annotated
 photos" are drawn by `minissd.data.synthetic` (shapes on textured backgrounds) and then laid
-out as labelImg would save them: `shapes_000000.jpg` next to `shapes_000000.xml`, no split
-files and no `labels.txt`. Your own folder goes in the same place.
+out as labelImg would save them: `000000.jpg` next to `000000.xml`, no split files and no
+`labels.txt`. Your own folder goes in the same place.
 """),
 ("code", r"""
 from minissd.data.synthetic import generate
@@ -257,12 +257,12 @@ mine = os.path.join(work, "my_shapes")
 os.makedirs(mine)
 for stem in sorted(f[:-4] for f in os.listdir(os.path.join(drawn, "JPEGImages"))):
     os.replace(os.path.join(drawn, "JPEGImages", stem + ".jpg"),
-               os.path.join(mine, f"shapes_{stem}.jpg"))
+               os.path.join(mine, stem + ".jpg"))
     os.replace(os.path.join(drawn, "Annotations", stem + ".xml"),
-               os.path.join(mine, f"shapes_{stem}.xml"))
+               os.path.join(mine, stem + ".xml"))
 files = sorted(os.listdir(mine))
 print(len(files), "files:", ", ".join(files[:4]), "...")
-with open(os.path.join(mine, "shapes_000000.xml"), encoding="utf-8") as f:
+with open(os.path.join(mine, "000000.xml"), encoding="utf-8") as f:
     print(f.read())
 assert len(files) == 32
 """),
@@ -272,7 +272,8 @@ and the default length (at least 4400 steps for the tiny config: about 5 minutes
 VOC07 mAP 0.89–0.90 on the README's three test folders); here `--iters 120` (about 70 epochs of
 the 14 images it will train on), one process (`--procs 1`), flips only (`--augment flip`) and one
 evaluation at the end, so that it fits in the notebook's minute. Read what it prints first: the
-split it made, the classes it found, the plan.
+split it made, the classes it found, the plan, and its warning: half of these objects are under
+16 pixels wide at the tiny config's 128-pixel input, and it says what to do about that.
 """),
 ("code", r"""
 run_dir = os.path.join(work, "run")
@@ -282,6 +283,7 @@ train = subprocess.run([sys.executable, "-m", "minissd.train", "--voc-root", min
                        capture_output=True, text=True, timeout=900)
 print(train.stderr[-3000:], train.stdout[-3000:])   # the plan goes to stderr
 assert train.returncode == 0
+assert "median object" in train.stderr            # the small-object warning the text mentions
 print("written:", sorted(os.listdir(run_dir)))
 with open(os.path.join(run_dir, "split_val.txt"), encoding="utf-8") as f:
     val_ids = f.read().split()
