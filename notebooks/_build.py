@@ -1,4 +1,4 @@
-"""Writes the seven notebooks (01..07) from the cell lists in notebooks/_cells_*.py.
+"""Writes the eight notebooks (01..08) from the cell lists in notebooks/_cells_*.py.
 
     python notebooks/_build.py            # rewrites notebooks/0*.ipynb with outputs cleared
 
@@ -21,6 +21,7 @@ NOTEBOOKS = {
     "05_loss_and_hard_negative_mining": "_cells_05.py",
     "06_detection_and_nms": "_cells_06.py",
     "07_training_and_evaluation": "_cells_07.py",
+    "08_augmentation_and_your_own_data": "_cells_08.py",
 }
 
 

@@ -11,20 +11,29 @@ $L_{loc}$ is a smooth L1 loss on the offsets of the positive boxes; $L_{conf}$ i
 cross-entropy over the positives **and the hardest negatives**, three per positive.
 (`minissd.loss.multibox_loss_forward` / `multibox_loss_backward`, the mining in
 `minissd.kernels.hard_negative_mask`.)
+
+**Two letters, two meanings.** In the formula, as in the paper, $N$ is the number of positive
+default boxes in the whole batch (taken as 1 when there are none, so that the loss stays
+finite). In this notebook's code a batch has `B` images, each with `P` default boxes and `C`
+class scores per box (background included). Careful when you read `minissd/loss.py`: like most
+NumPy code, its docstrings write the batch as `N`, and the formula's $N$ is its `num_pos`.
 """),
 ("code", r"""
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from minissd import backend, viz
 from minissd.boxes import center_to_corner
+from minissd.boxes import iou
 from minissd.config import tiny
-from minissd.data.augment import preprocess, resize
+from minissd.data.augment import SSDAugmentation, pixel_mean, preprocess, resize
+from minissd.data.loader import DataLoader
 from minissd.data.synthetic import generate
 from minissd.data.voc import VOCDataset
 from minissd.gradcheck import check_gradients
@@ -33,7 +42,9 @@ from minissd.kernels.hard_negative_kernel import hard_negative_mask_reference
 from minissd.loss import multibox_loss_backward, multibox_loss_forward
 from minissd.matching import match_batch
 from minissd.model import SSD
+from minissd.optim import Adam, learning_rate
 from minissd.priors import default_boxes
+from minissd.training.step import forward_backward
 
 rng = np.random.default_rng(0)
 """),
@@ -73,54 +84,154 @@ $$L_{conf} = -\sum_{p \in Pos} \log \hat c_p^{\,y_p} - \sum_{p \in Neg} \log \ha
 \qquad \hat c_p = \text{softmax}(\text{conf}_p)$$
 
 With all logits zero, every box costs $\log C$. With $N$ positives and at least $3N$
-negatives, $3N$ negatives are mined, so $L_{conf}/N = 4 \log C$: the loss of an untrained
-network starts near there.
+negatives, $3N$ negatives are mined, so $L_{conf} = 4N \log C$ and $L_{conf}/N = 4 \log C$:
+the loss of an untrained network starts near there. Below, a batch of $B = 2$ images with
+$N = 5 + 3 = 8$ positives between them.
 """),
 ("code", r"""
-N, P, C = 2, 200, 7
-conf_t = np.zeros((N, P), np.int64)
-conf_t[0, :5] = 3; conf_t[1, 10:13] = 1                     # 8 positives
-_, parts, _ = multibox_loss_forward(np.zeros((N, P, 4)), np.zeros((N, P, C)),
-                                    np.zeros((N, P, 4)), conf_t)
+B, P, C = 2, 200, 7                                         # images, boxes, classes
+conf_t = np.zeros((B, P), np.int64)
+conf_t[0, :5] = 3; conf_t[1, 10:13] = 1
+N = int((conf_t > 0).sum())                                 # the formula's N: positives
+_, parts, cache = multibox_loss_forward(np.zeros((B, P, 4)), np.zeros((B, P, C)),
+                                        np.zeros((B, P, 4)), conf_t)
+print(f"B = {B} images, N = {N} positives, {int(cache.negative.sum())} hard negatives")
 print(f"L_conf / N = {float(parts['conf']):.4f},  4 log C = {4 * np.log(C):.4f}")
+assert N == 8 and int(cache.num_pos) == N and int(cache.negative.sum()) == 3 * N
 assert np.isclose(float(parts["conf"]), 4 * np.log(C))
 """),
 ("md", r"""
 ## Hard negatives on an image
 
-Almost all of the 8732 (here 1524, the tiny config) boxes are background. Using them all would
-drown the positives, so per image only the background boxes with the **largest background
-cross-entropy** $-\log \hat c_p^{\,0}$ are kept, 3 per positive. Below: an untrained tiny SSD on a
-synthetic image. Green dashed: positive default boxes; red: the mined hard negatives (the boxes
-where the network is most wrong about "background").
+Almost all default boxes are background: SSD300 has 8732 of them, and the `tiny` config that
+these notebooks train has
+
+$$P = \sum_k f_k^2\, B_k = 32^2 \cdot 4 + 16^2 \cdot 4 + 8^2 \cdot 6 + 4^2 \cdot 6 + 2^2 \cdot 4
+  + 1^2 \cdot 4 = 5620$$
+
+($f_k$ the side of feature map $k$, $B_k$ its boxes per cell). An image with a few objects
+has a few dozen positives among them. Using every background box would drown the positives,
+so per image only the background boxes with the **largest background cross-entropy**
+$-\log \hat c_p^{\,0}$ are kept, 3 per positive: the boxes where the network is most wrong
+about "background".
 """),
 ("code", r"""
 cfg = tiny()
-model = SSD(cfg)
 priors = default_boxes(cfg)
+per_map = [f * f * k for f, k in zip(cfg.feature_maps, cfg.mbox)]
+print("boxes per map", per_map, "=", sum(per_map))
+assert priors.shape[0] == sum(per_map) == 5620
+
 root = generate(tempfile.mkdtemp(prefix="minissd-nb05-"), num_train=8, num_val=0, image_size=128,
                 seed=5)
 ds = VOCDataset(root, splits=("train",))
 sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))   # the busiest image
 image = resize(sample.image, cfg.image_size)
 x = preprocess(image[None].astype(np.float32), cfg.preprocess)      # (1, 3, 128, 128)
-loc, conf = model.forward(x)
 loc_t, conf_t = match_batch([sample.boxes], [sample.labels], priors)
-loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
-num_pos, num_neg = int(cache.positive.sum()), int(cache.negative.sum())
-print(f"loss {float(loss):.3f} (loc {float(parts['loc']):.3f}, conf {float(parts['conf']):.3f}); "
-      f"{num_pos} positives, {num_neg} hard negatives of {priors.shape[0] - num_pos} "
-      "background boxes")
-assert num_neg == min(3 * num_pos, priors.shape[0] - num_pos)
+background = conf_t[0] == 0
 
-fig, ax = plt.subplots(figsize=(6, 6))
-viz.draw_boxes(image, center_to_corner(priors[cache.negative[0]]), ax=ax, color="tab:red",
-               linewidth=1)
-viz.draw_boxes(None, center_to_corner(priors[cache.positive[0]]) * cfg.image_size, ax=ax,
-               color="lime", normalized=False, linewidth=1.5, linestyle="--")
-viz.draw_boxes(None, sample.boxes * cfg.image_size, ax=ax, color="white", normalized=False,
-               linewidth=2.5)
-ax.set_title(f"{num_pos} positives (green), {num_neg} hard negatives (red)")
+
+def mine(model):
+    # the hard negatives of `model` on the image (inference mode: running BN statistics)
+    model.eval()
+    loc, conf = model.forward(x, keep_cache=False)
+    loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
+    return cache.negative[0], cache.positive[0], float(loss)
+
+
+def nearest_object_iou(mask):
+    # for each selected default box: its IoU with the object it overlaps most
+    return iou(center_to_corner(priors[mask]), sample.boxes).max(axis=1)
+
+
+def draw(ax, negatives, positives, title):
+    viz.draw_boxes(image, center_to_corner(priors[negatives]), ax=ax, color="tab:red",
+                   linewidth=1)
+    viz.draw_boxes(None, center_to_corner(priors[positives]) * cfg.image_size, ax=ax,
+                   color="lime", normalized=False, linewidth=1.5, linestyle="--")
+    viz.draw_boxes(None, sample.boxes * cfg.image_size, ax=ax, color="white",
+                   normalized=False, linewidth=2.5)
+    ax.set_title(title, fontsize=10)
+"""),
+("md", r"""
+### An untrained network: the choice is noise
+
+First two **untrained** tiny SSDs, identical but for the seed of their random initial weights.
+Their mining follows the rule exactly, but what it picks means nothing yet: the background
+scores of an untrained network are a random function of the image, so the "hardest" boxes are
+wherever the random weights happen to put a low background score. Two seeds pick different
+boxes, and the boxes they pick lie about as far from the objects as background boxes in
+general do.
+Do not read meaning into the red boxes below: they say nothing about the objects. (Where they
+line an edge of the image, as seed 0's do, that is the convolutions' zero padding, which makes
+border cells differ from the rest for any random weights.)
+"""),
+("code", r"""
+neg_a, pos, loss_a = mine(SSD(cfg, rng=0))
+neg_b, _, loss_b = mine(SSD(cfg, rng=1))
+num_pos, num_neg = int(pos.sum()), int(neg_a.sum())
+shared = (neg_a & neg_b).sum() / (neg_a | neg_b).sum()       # Jaccard index of the two sets
+print(f"{num_pos} positives, {num_neg} hard negatives of {int(background.sum())} background "
+      f"boxes; loss {loss_a:.2f} (seed 0), {loss_b:.2f} (seed 1)")
+print(f"the two seeds share {shared:.0%} of their hard negatives")
+print(f"mean IoU with the nearest object: all background boxes "
+      f"{nearest_object_iou(background).mean():.3f}, seed 0's hard negatives "
+      f"{nearest_object_iou(neg_a).mean():.3f}, seed 1's {nearest_object_iou(neg_b).mean():.3f}")
+assert num_neg == min(3 * num_pos, int(background.sum()))
+assert shared < 0.25                                          # different seeds, different picks
+for negatives in (neg_a, neg_b):                     # about as far as any background box
+    assert nearest_object_iou(negatives).mean() < 2 * nearest_object_iou(background).mean()
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
+draw(axes[0], neg_a, pos, f"untrained, seed 0: {num_neg} hard negatives (red)")
+draw(axes[1], neg_b, pos, f"untrained, seed 1: {shared:.0%} of them shared with seed 0")
+fig.suptitle("green dashed: positive default boxes; white: the objects")
+plt.show()
+"""),
+("md", r"""
+### After 60 training steps: the near misses
+
+Now a tiny SSD trained for 60 steps of 4 images (`minissd.training.step.forward_backward`,
+Adam; a few seconds on an idle CPU) on the 8 images of this little set, **this image among them**:
+a network that has started to learn these objects, not a finished detector. Its hardest
+negatives are no longer random: they crowd around the objects. They are default boxes that
+overlap an object, but with IoU below 0.5, so matching called them background: boxes shifted
+half an object off, or of the wrong size. Penalising them teaches the network to fire only on
+well-placed boxes, which is what hard negative mining is for.
+"""),
+("code", r"""
+model = SSD(cfg, rng=0)
+augment = SSDAugmentation(cfg.image_size, pixel_mean(cfg.preprocess), photometric=False,
+                          expand=False, crop=False, flip=True)
+opt = Adam(weight_decay=5e-4, clip_norm=10.0)
+start = time.perf_counter()
+for step, (images, targets) in zip(range(60), DataLoader(ds, 4, augment, cfg, seed=0)):
+    model.train()
+    forward_backward(model, priors, (images, [b for b, _ in targets], [l for _, l in targets]),
+                     cfg)
+    opt.step(model.params(), model.grads, learning_rate(step, 2e-3, 10))
+neg_t, _, loss_t = mine(model)
+print(f"60 steps in {time.perf_counter() - start:.1f} s; loss on this image {loss_t:.2f} "
+      f"(untrained {loss_a:.2f})")
+near = {"all background boxes": nearest_object_iou(background),
+        "untrained (seed 0)": nearest_object_iou(neg_a),
+        "after 60 steps": nearest_object_iou(neg_t)}
+for name, v in near.items():
+    print(f"{name:>22}: mean IoU with the nearest object {v.mean():.3f}, "
+          f"{(v > 0.1).mean():.0%} overlap an object by IoU > 0.1")
+assert near["after 60 steps"].mean() > 3 * near["all background boxes"].mean()
+assert (near["after 60 steps"] > 0.1).mean() > 0.5 > (near["untrained (seed 0)"] > 0.1).mean()
+assert near["after 60 steps"].max() < 0.5                     # IoU >= 0.5 would be a positive
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+draw(axes[0], neg_t, pos, f"after 60 steps: {num_neg} hard negatives (red)")
+bins = np.linspace(0, 0.5, 11)
+for (name, v), color in zip(near.items(), ["gray", "tab:orange", "tab:red"]):
+    axes[1].hist(v, bins=bins, histtype="step", linewidth=2, color=color, label=name,
+                 weights=np.full(len(v), 1 / len(v)))
+axes[1].set_xlabel("IoU with the nearest object"), axes[1].set_ylabel("share of the boxes")
+axes[1].set_title("where the hard negatives are"), axes[1].legend()
 plt.show()
 """),
 ("md", r"""
@@ -135,11 +246,11 @@ $$\frac{\partial L}{\partial \text{loc}_p}
   = \frac{[p \in Pos \cup Neg]}{N}\,(\hat c_p - \text{onehot}(y_p)).$$
 """),
 ("code", r"""
-N, P, C = 2, 40, 4
-loc = rng.standard_normal((N, P, 4)) * 1.5
-conf = rng.standard_normal((N, P, C))
-loc_t = rng.standard_normal((N, P, 4))
-conf_t = np.where(rng.random((N, P)) < 0.15, rng.integers(1, C, (N, P)), 0)
+B, P, C = 2, 40, 4                                           # images, boxes, classes
+loc = rng.standard_normal((B, P, 4)) * 1.5
+conf = rng.standard_normal((B, P, C))
+loc_t = rng.standard_normal((B, P, 4))
+conf_t = np.where(rng.random((B, P)) < 0.15, rng.integers(1, C, (B, P)), 0)
 loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t)
 dloc, dconf = multibox_loss_backward(cache)
 negatives = cache.negative.copy()                 # hold the mined set fixed
@@ -235,10 +346,12 @@ assert np.array_equal(cpu, hard_negative_mask_reference(losses, positive, 3))
 
 1. Change `neg_pos_ratio` to 1 and to 10 in `multibox_loss_forward` for the image above. How
    do the loss and its parts change? Why might a larger ratio slow training down?
-2. Ties: give every negative the same loss. Which boxes are mined? Is that a problem?
-3. The mined set is held fixed in the gradient check. Perturb a loss value across the $k$-th
+2. Train the network of "After 60 training steps" for 10, 30 and 120 steps and draw its hard
+   negatives each time. When do they start to gather around the objects?
+3. Ties: give every negative the same loss. Which boxes are mined? Is that a problem?
+4. The mined set is held fixed in the gradient check. Perturb a loss value across the $k$-th
    largest one and watch the numerical gradient jump.
-4. Why is the mining done per image and not over the whole batch? Try both on a batch where one
+5. Why is the mining done per image and not over the whole batch? Try both on a batch where one
    image has many objects and another has one.
 """),
 ]

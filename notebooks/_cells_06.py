@@ -20,13 +20,13 @@ import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
+from skimage.color import rgb2gray
+from skimage.feature import blob_log
 
 from minissd import backend, viz
 from minissd.boxes import center_to_corner, decode, iou
 from minissd.config import ssd300
-from minissd.data.augment import resize
-from minissd.data.synthetic import generate
-from minissd.data.voc import VOCDataset
+from minissd.data.photos import normalised_boxes, photo
 from minissd.kernels import batched_nms, iou_matrix, nms
 from minissd.kernels.nms_kernel import NMS_BLOCK, nms_reference
 from minissd.matching import match
@@ -51,9 +51,15 @@ offsets = np.array([[0, 0, 0, 0], [2.5, 0, 0, 0], [0, 0, np.log(1.5) / 0.2, 0], 
 boxes = decode(offsets, prior)                     # (4, 4) corner form
 print(boxes.round(4))
 assert np.allclose(boxes[1], [0.45, 0.4, 0.65, 0.6]) and np.isclose(boxes[2, 2] - boxes[2, 0], 0.3)
-fig, ax = plt.subplots(figsize=(4, 4))
-viz.draw_boxes(None, boxes, labels=np.arange(1, 5), ax=ax)
-ax.set_xlim(0.1, 0.9), ax.set_ylim(0.9, 0.1), ax.set_title("one default box, four offsets")
+titles = ["l_cx = 2.5: moved right by 0.05", "l_w = log 1.5 / 0.2: 1.5x wider",
+          "(-2, -2, -2, 2): up-left, narrow, tall"]
+fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+for ax, box, title, label in zip(axes, boxes[1:], titles, [2, 3, 4]):
+    viz.draw_boxes(None, boxes[:1], ax=ax, color="gray", linestyle="--")   # offsets 0: the prior
+    viz.draw_boxes(None, box[None], ax=ax, color=viz.class_color(label), linewidth=2.5)
+    ax.set_xlim(0.2, 0.8), ax.set_ylim(0.8, 0.2), ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+fig.suptitle("the default box (0.5, 0.5, 0.2, 0.2), dashed, and three decoded offsets")
 plt.show()
 """),
 ("md", r"""
@@ -87,6 +93,86 @@ print("batched_nms keeps", ["ABCDE"[i] for i in kept],
 assert kept.tolist() == [0, 2, 3]
 assert nms(boxes, scores, 0.45).tolist() == [0, 2]
 assert np.isclose(iou(boxes[:1], boxes[1:2])[0, 0], 0.38 ** 2 / (2 * 0.16 - 0.38 ** 2), atol=1e-5)
+"""),
+("md", r"""
+## NMS on a crowd: choosing the threshold
+
+The threshold is a trade. Too low, and a box suppresses its neighbour's box even when the two
+are different objects side by side; too high, and several boxes survive on one object. SSD uses
+0.45. A crowd of small objects shows the trade best, so here is one: a 300 x 300 pixel corner
+of the **Hubble Deep Field** (scikit-image's `hubble_deep_field()`; NASA / HubbleSite, public
+domain), where almost every spot of light is a galaxy.
+
+Nobody has drawn boxes around its hundreds of galaxies, so we let a **blob detector** find the
+bright ones: `skimage.feature.blob_log` (Laplacian of Gaussian: a blob of scale $\sigma$ has
+radius about $\sigma\sqrt 2$). Each blob becomes a square ground-truth box 1.5 times its radius
+on each side, at least 10 pixels wide. These boxes are the detector's, not a person's: they
+miss faint galaxies and treat a galaxy with two bright knots as two.
+
+Then a stand-in for a network's output: 8 candidate boxes per galaxy, each jittered by
+$\mathcal N(0, 0.08)$ of the box size in centre and in log-size, with a score that is higher the
+better the candidate fits. NMS should keep one candidate per galaxy.
+"""),
+("code", r"""
+hubble = photo("hubble_deep_field")
+print("photo:", hubble.name, hubble.image.shape, "-", hubble.license)
+X0, Y0, S = 220, 20, 300                                   # the corner we use, in pixels
+sky = hubble.image[Y0:Y0 + S, X0:X0 + S]
+blobs = blob_log(rgb2gray(sky), min_sigma=2, max_sigma=16, num_sigma=8, threshold=0.15)
+half = np.maximum(blobs[:, 2] * np.sqrt(2) * 1.5, 5)       # (G,) half side, pixels
+gx, gy = blobs[:, 1], blobs[:, 0]
+galaxies = np.clip(np.stack([gx - half, gy - half, gx + half, gy + half], 1) / S, 0, 1)
+galaxies = galaxies.astype(np.float32)                     # (G, 4) normalised corners
+G, K = len(galaxies), 8
+pairs = iou_matrix(galaxies, galaxies)[np.triu_indices(G, 1)]
+print(f"{G} galaxies found; {(pairs > 0.1).sum()} pairs of them overlap with IoU > 0.1")
+
+owner = np.repeat(np.arange(G), K)                         # (G K,) the galaxy of each candidate
+size = galaxies[owner, 2:] - galaxies[owner, :2]           # (G K, 2)
+centre = (galaxies[owner, :2] + galaxies[owner, 2:]) / 2 + rng.normal(0, 0.08, (G * K, 2)) * size
+size = size * np.exp(rng.normal(0, 0.08, (G * K, 2)))
+crowd = np.concatenate([centre - size / 2, centre + size / 2], 1).astype(np.float32)
+fit = iou_matrix(crowd, galaxies)[np.arange(G * K), owner]  # IoU with its own galaxy
+crowd_scores = (fit * rng.uniform(0.6, 1.0, G * K)).astype(np.float32)
+
+thresholds = [0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.7, 0.8, 0.9]
+kept_at, found, duplicates = {}, [], []
+for t in thresholds:
+    kept_at[t] = nms(crowd, crowd_scores, t)
+    overlap = iou_matrix(crowd[kept_at[t]], galaxies)      # (kept, G)
+    hit = overlap.max(axis=1) > 0.5                        # the kept box sits on a galaxy
+    found.append(int((overlap.max(axis=0) > 0.5).sum()))   # galaxies with a kept box on them
+    duplicates.append(int(hit.sum() - len(np.unique(overlap.argmax(axis=1)[hit]))))
+    print(f"threshold {t:4.2f}: kept {len(kept_at[t]):4d} of {G * K}, galaxies found "
+          f"{found[-1]:3d} of {G}, duplicates {duplicates[-1]:3d}")
+at = {t: i for i, t in enumerate(thresholds)}
+assert found[at[0.1]] < found[at[0.45]] == G          # too low: neighbours suppress each other
+assert duplicates[at[0.45]] <= 3 < 50 < duplicates[at[0.7]]    # too high: duplicates survive
+assert all(np.diff([len(kept_at[t]) for t in thresholds]) >= 0)   # a higher threshold keeps more
+"""),
+("code", r"""
+fig, axes = plt.subplots(2, 2, figsize=(13, 13))
+for ax, t in zip(axes.flat[:3], (0.1, 0.45, 0.7)):
+    viz.draw_boxes(sky, galaxies, ax=ax, color="white", linewidth=0.8)
+    viz.draw_boxes(None, crowd[kept_at[t]] * S, ax=ax, color="tab:red", normalized=False,
+                   linewidth=1)
+    lost = iou_matrix(crowd[kept_at[t]], galaxies).max(axis=0) <= 0.5   # (G,) no kept box
+    cx = (galaxies[lost, 0] + galaxies[lost, 2]) * S / 2
+    cy = (galaxies[lost, 1] + galaxies[lost, 3]) * S / 2
+    ax.plot(cx, cy, "o", markersize=18, markerfacecolor="none", markeredgecolor="yellow", mew=2)
+    ax.set_title(f"NMS at {t}: {len(kept_at[t])} kept, {found[at[t]]} of {G} galaxies "
+                 f"(yellow: lost), {duplicates[at[t]]} duplicates", fontsize=11)
+ax = axes[1, 1]
+ax.plot(thresholds, [G - f for f in found], "o-", label="galaxies lost (no kept box)")
+ax.plot(thresholds, duplicates, "s-", label="duplicate boxes kept")
+ax.axvline(0.45, color="gray", linestyle="--"), ax.text(0.46, 0.8 * max(duplicates), "SSD: 0.45")
+ax.set_yscale("symlog", linthresh=1), ax.set_ylim(0, None)
+ax.set_xlabel("NMS IoU threshold"), ax.legend()
+ax.set_title("the trade: lost neighbours against duplicates")
+fig.suptitle("Hubble Deep Field (NASA, public domain): white, the blob detector's galaxies; "
+             "red, the candidates NMS keeps", fontsize=12)
+fig.tight_layout()
+plt.show()
 """),
 ("md", r"""
 ## The bitmask idea (the CUDA kernel)
@@ -181,22 +267,30 @@ print(f"{where}: kept {len(kernel_keep)}, "
 assert np.array_equal(kernel_keep, kept_bitmask)
 """),
 ("md", r"""
-## Detections on an image
+## Detections on a photo
 
-No trained network yet (that is notebook 07), so we fake a good one: its offsets are the true
-targets from `match` plus noise, and its logits favour the right class on the positive boxes and
-background elsewhere. `detect` must then find each object once.
+No trained network yet (that is notebook 07), so we fake a good one on a real photo:
+scikit-image's `astronaut()` (Eileen Collins; NASA, no known copyright restrictions, public
+domain), with six boxes placed by hand in `minissd.data.photos` (person, head, mission patch,
+helmet, flag, shuttle). The fake network's offsets are the true targets from `match` plus
+noise, and its logits favour the right class on the positive default boxes and background
+elsewhere. `detect` must then find each object once. The SSD300 default boxes are used, on the
+photo resized to 300 x 300 as the network would see it; boxes are normalised, so they are drawn
+back on the photo at its own size.
+
+Per-class NMS matters here: the head lies inside the person, and the patch too. Boxes of
+different classes never suppress each other, so both survive.
 """),
 ("code", r"""
 cfg = ssd300()
 priors = default_boxes(cfg)
-root = generate(tempfile.mkdtemp(prefix="minissd-nb06-"), num_train=6, num_val=0, image_size=300,
-                seed=6)
-ds = VOCDataset(root, splits=("train",))
-sample = max((ds[n] for n in range(len(ds))), key=lambda s: len(s.boxes))
-image, gt, labels = resize(sample.image, 300), sample.boxes, sample.labels
+astro = photo("astronaut")
+print("photo:", astro.name, astro.image.shape, "-", astro.license)
+class_names = list(dict.fromkeys(astro.labels))            # one class per name, in order
+gt = normalised_boxes(astro)                               # (G, 4) corners in 0..1
+labels = np.array([class_names.index(n) + 1 for n in astro.labels])
 loc_t, conf_t = match(gt, labels, priors)
-P, C = priors.shape[0], cfg.num_classes
+P, C = priors.shape[0], len(class_names) + 1
 loc = (loc_t + rng.normal(0, 0.3, loc_t.shape) * (conf_t > 0)[:, None]).astype(np.float32)
 conf = np.zeros((P, C), np.float32)
 conf[:, 0] = 7.0                                              # background everywhere ...
@@ -210,27 +304,32 @@ good = det_scores > 0.5
 print(f"{len(gt)} objects, {len(candidates)} positive boxes, {len(det_scores)} detections "
       f"({good.sum()} with score > 0.5)")
 
-fig, axes = plt.subplots(1, 2, figsize=(13, 6.5))
-viz.draw_boxes(image, candidates, labels=conf_t[conf_t > 0], ax=axes[0], linewidth=1)
-axes[0].set_title(f"before NMS: {len(candidates)} decoded boxes")
-viz.draw_boxes(image, det_boxes[good], labels=det_labels[good], scores=det_scores[good],
-               class_names=ds.class_names, ax=axes[1])
-axes[1].set_title(f"detect(): {good.sum()} detections with score > 0.5")
+fig, axes = plt.subplots(1, 2, figsize=(14, 7))
+viz.draw_boxes(astro.image, candidates, labels=conf_t[conf_t > 0], class_names=class_names,
+               ax=axes[0], linewidth=1)
+axes[0].set_title(f"before NMS: {len(candidates)} decoded boxes", pad=16)
+viz.draw_boxes(astro.image, det_boxes[good], labels=det_labels[good], scores=det_scores[good],
+               class_names=class_names, ax=axes[1])
+axes[1].set_title(f"detect(): {good.sum()} detections with score > 0.5", pad=16)
 plt.show()
 
 overlap = iou(gt, det_boxes[good])                            # (G, K)
 same_class = labels[:, None] == det_labels[good][None, :]
 assert np.all((overlap * same_class).max(axis=1) > 0.5)      # every object is found
+assert good.sum() < len(candidates)                           # NMS removed the duplicates
 """),
 ("md", r"""
 ## Exercises
 
-1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect`. What happens to two
-   overlapping objects of the same class?
-2. The mask has $M \lceil M/64 \rceil$ words. How much memory for 8732 boxes? For the 20 classes
+1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect` for the astronaut. What
+   happens to two overlapping objects of the same class? Give the head the label "person" and
+   see which of the two boxes per-class NMS keeps.
+2. In the Hubble crowd, double the jitter (0.16). Which threshold now finds every galaxy with
+   the fewest duplicates? Why does a sloppier detector push the best threshold up?
+3. The mask has $M \lceil M/64 \rceil$ words. How much memory for 8732 boxes? For the 20 classes
    of VOC with one candidate per (box, class)?
-3. The reduce step runs in ONE CUDA block. Why can it not be spread over many blocks?
-4. `batched_nms` compares labels directly; torchvision offsets every class's boxes by a large
+4. The reduce step runs in ONE CUDA block. Why can it not be spread over many blocks?
+5. `batched_nms` compares labels directly; torchvision offsets every class's boxes by a large
    constant instead. When can that trick fail?
 """),
 ]
