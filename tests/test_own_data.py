@@ -295,9 +295,11 @@ def test_clean_errors_name_the_file_or_flag(tmp_path, capsys):
 
 def test_errors_in_a_subprocess_have_no_traceback(tmp_path):
     put(str(tmp_path), "im")
+    # --device cpu: with CuPy installed and no GPU, --device auto adds its one-line notice
     for argv in (["minissd.train", "--voc-root", str(tmp_path / "missing")],
                  ["minissd.detect", "--checkpoint", str(tmp_path / "x.npz"),
                   str(tmp_path / "im.jpg"), "--out", str(tmp_path)]):
-        r = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", *argv, "--device", "cpu"],
+                           capture_output=True, text=True)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1 and argv[2] in r.stderr
