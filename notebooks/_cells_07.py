@@ -266,8 +266,8 @@ for row, (images, dets, gts, what) in enumerate(
         viz.draw_boxes(image, gt["boxes"], ax=ax, color="white", linewidth=3)
         viz.draw_boxes(None, boxes[sure] * image.shape[0], labels=labels[sure],
                        scores=scores[sure], class_names=cfg.class_names, ax=ax, normalized=False)
-        ax.set_title(f"{what} image: objects {len(gt['boxes'])}, detections >= 0.5: "
-                     f"{sure.sum()}", fontsize=10)
+        ax.set_title(f"{what}: {len(gt['boxes'])} objects, {sure.sum()} scored >= 0.5",
+                     fontsize=10)
         if row == 0:
             found.append(sure.sum() == len(gt["boxes"]))
 plt.show()
