@@ -61,3 +61,9 @@ def test_bench_model_memory_prints_the_table(capsys):
 def test_bench_model_memory_names_a_bad_config(capsys):
     assert bench_model(["--memory", "--config", "ssd301"]) == 2
     assert "--config ssd301" in capsys.readouterr().err
+
+
+def test_python_m_minissd_bench_passes_a_topics_usage_error_on(capsys):
+    from minissd.bench.__main__ import main as bench
+    assert bench(["model", "--memory", "--config", "ssd301", "--device", "cpu"]) == 2
+    assert "--config ssd301" in capsys.readouterr().err

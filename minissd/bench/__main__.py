@@ -27,7 +27,9 @@ def main(argv=None):
     for t in (TOPICS if topic == "all" else (topic,)):
         if topic == "all":
             print(f"\n=== {t} ===", flush=True)
-        importlib.import_module(f"minissd.bench.{t}").main(rest)
+        status = importlib.import_module(f"minissd.bench.{t}").main(rest)
+        if status:                     # a topic's usage error (its one line is printed): 2
+            return status
     return 0
 
 
