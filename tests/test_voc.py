@@ -214,3 +214,17 @@ def test_box_outside_is_clipped_and_warned_once(folder):
     assert len([w for w in caught if "clipped" in str(w.message)]) == 1
     np.testing.assert_allclose(a.boxes, [[0, 0, 1.0, 7 / 10]], atol=1e-7)
     np.testing.assert_allclose(b.boxes, [[14 / 20, 4 / 10, 1.0, 1.0]], atol=1e-7)
+
+
+def test_load_image_says_the_callers_fix(tmp_path):
+    from minissd.data.voc import load_image
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(DataError) as e:                  # detect: no dataset, no split file
+        load_image(str(bad))
+    assert str(e.value).endswith("not an image: replace it")
+    with pytest.raises(DataError) as e:
+        load_image(str(bad), bad_fix="replace it, or remove it from a.json")
+    assert str(e.value).endswith("remove it from a.json")
+    with pytest.raises(DataError, match="image file not found; check the path"):
+        load_image(str(tmp_path / "missing.jpg"))

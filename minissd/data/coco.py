@@ -265,7 +265,9 @@ class COCODataset:
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
         i = i % len(self)
         ann = self.annotation(i)
-        image = load_image(self.image_path(i))
+        image = load_image(self.image_path(i),
+                           missing_fix=f"every file_name in {self.ann_file} must be under "
+                           "--coco-root", bad_fix=f"replace it, or remove it from {self.ann_file}")
         h, w = image.shape[:2]
         if (w, h) != (ann.width, ann.height):
             raise DataError(f"{self.image_path(i)}: image is {w}x{h} but {self.ann_file} "

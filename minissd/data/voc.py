@@ -76,8 +76,11 @@ def read_labels_file(path) -> tuple:
     return names
 
 
-def load_image(path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB (grayscale, CMYK, palette, RGBA converted)."""
+def load_image(path, missing_fix="check the path", bad_fix="replace it") -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB (grayscale, CMYK, palette, RGBA converted).
+
+    A missing or undecodable file is a DataError naming the file; missing_fix and bad_fix are
+    what the caller tells the user to do (a dataset names its split or annotation file)."""
     try:
         with Image.open(path) as im:
             im.load()                       # decode now: a truncated file fails here
@@ -89,12 +92,10 @@ def load_image(path) -> np.ndarray:
                 im = im.convert("RGB")
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found; every id listed in the split file "
-                        "needs JPEGImages/<id>.jpg") from None
+        raise DataError(f"{path}: image file not found; {missing_fix}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); the file is "
-                        "truncated or not an image: replace it, or remove its id from the "
-                        "split file") from None
+                        f"truncated or not an image: {bad_fix}") from None
 
 
 def image_size(path) -> tuple:
@@ -195,7 +196,9 @@ class VOCDataset:
         i = i % len(self)
         ann = self.annotation(i)
         path = self.image_path(i)
-        image = load_image(path)
+        image = load_image(path, missing_fix="every id listed in the split file needs "
+                           "JPEGImages/<id>.jpg",
+                           bad_fix="replace it, or remove its id from the split file")
         h, w = image.shape[:2]
         if (w, h) != (ann.width, ann.height):
             raise DataError(f"{path}: image is {w}x{h} but {self.xml_path(i)} says "
