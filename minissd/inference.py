@@ -32,12 +32,8 @@ from .model import SSD
 from .postprocess import detect
 from .pretrained import import_detector
 from .priors import default_boxes
-from .weights import CheckpointError as WeightsError
-from .weights import load_checkpoint
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing or unusable. The message names the file and the fix."""
+# one error class for every weights file: a minissd checkpoint, a .pth read by torchfile.py
+from .weights import CheckpointError, load_checkpoint  # noqa: F401 (train/detect import it here)
 
 
 def load_model(path):
@@ -84,7 +80,7 @@ def load_weights(path):
         return load_model(path)
     try:
         config, state, fmt = import_detector(path)
-    except (WeightsError, OSError) as e:
+    except OSError as e:
         raise CheckpointError(str(e)) from None
     model = SSD(config).to(backend.get_device())
     model.load_state_dict(state)

@@ -39,7 +39,9 @@ import numpy as np
 
 
 class CheckpointError(ValueError):
-    """A weights file that cannot be read: truncated, corrupted, or not what was expected."""
+    """A weights file that cannot be read: missing, truncated, corrupted, or not what was
+    expected (a .pth here, a minissd checkpoint in inference.py). The message names the file
+    and the fix; the commands print it as their one-line error."""
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -303,3 +303,15 @@ def test_errors_in_a_subprocess_have_no_traceback(tmp_path):
                            capture_output=True, text=True)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1 and argv[2] in r.stderr
+
+
+def test_a_corrupt_pretrained_vgg_is_one_line(tmp_path, capsys):
+    # torchfile's CheckpointError is the one the commands catch (it was a second class once,
+    # and train --pretrained-vgg on a broken file ended in a traceback)
+    bad = tmp_path / "vgg16.pth"
+    bad.write_bytes(b"garbage")
+    line = _fails(["--config", "ssd300", "--pretrained-vgg", str(bad), "--iters", "1",
+                   "--procs", "1", "--device", "cpu", "--num-train", "4", "--num-val", "2",
+                   "--batch-size", "2"],
+                  capsys)
+    assert "vgg16.pth: cannot read this PyTorch checkpoint" in line
