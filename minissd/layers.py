@@ -363,7 +363,6 @@ class MultiBoxHeads(Container):
     def __init__(self, loc_convs, conf_convs, boxes, num_classes):
         self.loc, self.conf = list(loc_convs), list(conf_convs)
         self.boxes, self.num_classes = tuple(boxes), num_classes
-        self.num_priors = None           # set by the first forward: sum of H*W*boxes
         self._caches = None
 
     def children(self):
@@ -395,7 +394,6 @@ class MultiBoxHeads(Container):
             conf[:, start:stop] = y[..., k * 4:].reshape(n, hh * ww * k, c)
             start = stop
         self._caches = caches if keep_cache else None
-        self.num_priors = p
         return loc, conf
 
     def backward(self, dloc, dconf):

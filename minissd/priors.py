@@ -67,7 +67,7 @@ def default_boxes(config):
 
     priors = np.concatenate(per_map, axis=0)                      # (P, 4)
     if config.clip:
-        priors = clip_priors(priors, getattr(config, "prior_clip", "ssd.pytorch"))
+        priors = clip_priors(priors, config.prior_clip)
     return priors.astype(np.float32)
 
 

@@ -33,7 +33,6 @@ later, larger array cannot use; leave some room above the estimate.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -338,15 +337,6 @@ def memory_table(configs, batches, optimizer="sgd", keeps=("input", "cols"),
     return "\n".join(rows)
 
 
-def main(argv=None):
-    """python -m minissd.bench model --memory [--config ...] [--batch ...] (see model.py)."""
-    ap = argparse.ArgumentParser(prog="python -m minissd.bench model --memory",
-                                 description="Estimated peak memory of a training step.")
-    add_arguments(ap)
-    args, _ = ap.parse_known_args(argv)
-    return run(args)
-
-
 def add_arguments(ap):
     """The memory options (bench model's parser has them too)."""
     ap.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
@@ -358,10 +348,10 @@ def add_arguments(ap):
                          "(small batches: it runs two training steps per row)")
 
 
-def run(args, configs=None, batches=None):
-    configs = configs or (["tiny", "ssd300", "ssd512"] if getattr(args, "config", None)
-                          in (None, "all") else [args.config])
-    batches = batches or getattr(args, "batch", None) or [1, 8, 32]
+def run(args):
+    configs = (["tiny", "ssd300", "ssd512"] if getattr(args, "config", None) in (None, "all")
+               else [args.config])
+    batches = getattr(args, "batch", None) or [1, 8, 32]
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
         print(f"minissd.bench model: error: --config {bad[0]}: unknown config; choose "
@@ -374,6 +364,6 @@ def run(args, configs=None, batches=None):
     print(f"training step memory estimated from the layer plan (minissd/bench/memory.py): "
           f"float32, {args.optimizer}, conv workspace {conv_memory()['workspace_bytes'] // 2**20}"
           f" MiB; keep = what each conv keeps for backward (input: the default; cols: im2col)")
-    print(memory_table(configs, batches, args.optimizer, fit_gib=[g for g in args.fit],
+    print(memory_table(configs, batches, args.optimizer, fit_gib=args.fit,
                        measure=args.measure))
     return 0

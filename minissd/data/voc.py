@@ -141,7 +141,6 @@ class VOCDataset:
         found = find_layout(self.root)
         if found is None:
             raise DataError(_not_a_dataset(self.root))
-        self.layout = "devkit" if found.kind == "devkit" else "folder"
         self.items = []                     # every image as a folders.Item
         if ids is not None:
             self.items = _listed_items(found, list(ids), f"{self.root} (the recorded split)")

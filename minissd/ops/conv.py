@@ -143,24 +143,12 @@ def im2col(x, kh, kw, stride=1, padding=0, dilation=1):
     return windows.reshape(n, c * kh * kw, ho * wo)          # (N, K, Ho*Wo), one copy
 
 
-def col2im(dcols, x_shape, kh, kw, stride=1, padding=0, dilation=1):
-    """Adjoint of im2col: add each column entry back where it was read from.
-
-    dcols: (N, C*KH*KW, Ho*Wo) -> dx: (N, C, H, W). One strided slice-add per kernel tap
-    (KH*KW of them), each moving N*C*Ho*Wo numbers; overlapping windows accumulate correctly
-    because taps are added one after another.
-    """
-    xp = get_array_module(dcols)
-    n, c, h, w = x_shape
-    dxpad = xp.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=dcols.dtype)
-    _col2im_add(dcols, dxpad, kh, kw, stride, dilation)
-    if padding == 0:
-        return dxpad
-    return dxpad[:, :, padding:padding + h, padding:padding + w]
-
-
 def _col2im_add(dcols, dxpad, kh, kw, stride, dilation):
-    """col2im's slice-adds into a given zero-padded gradient dxpad (N, C, Hp, Wp)."""
+    """col2im, the adjoint of im2col: add each column entry of dcols (N, C*KH*KW, Ho*Wo) back
+    where it was read from, into the zero-padded gradient dxpad (N, C, Hp, Wp), in place.
+
+    One strided slice-add per kernel tap (KH*KW of them), each moving N*C*Ho*Wo numbers;
+    overlapping windows accumulate correctly because taps are added one after another."""
     n, c, hp, wp = dxpad.shape
     ho = (hp - dilation * (kh - 1) - 1) // stride + 1
     wo = (wp - dilation * (kw - 1) - 1) // stride + 1

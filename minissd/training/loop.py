@@ -40,7 +40,7 @@ from ..inference import evaluate_model
 from ..optim import learning_rate
 from ..priors import default_boxes
 from .build import build_model, build_optimizer, load_pretrained_vgg
-from .checkpoint import (NonFiniteLoss, checked_save, params_finite, save_on_interrupt,
+from .checkpoint import (NonFiniteLoss, checked_save, save_on_interrupt,
                          save_run_checkpoint)
 from .log import NullLog, RunLog
 from .step import forward_backward
@@ -264,7 +264,7 @@ class Trainer:
         """VOC07 / VOC10 mAP (and with --coco-metric COCO's AP) on the validation split; a
         better VOC07 mAP is saved as best.npz."""
         t = time.perf_counter()
-        coco = getattr(self.settings, "coco_metric", False)
+        coco = self.settings.coco_metric
         # rank 0 evaluates, the others wait (and receive the result)
         r = self.comm.on_root(evaluate_model, self.model, self.val_set, self.config,
                               batch_size=self.settings.batch_size, limit=self.settings.val_limit,
