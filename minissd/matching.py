@@ -71,7 +71,7 @@ def match(gt_boxes, gt_labels, priors, iou_threshold=0.5, variances=(0.1, 0.2)):
     positive = best_gt_iou >= iou_threshold                            # (P,)
     conf_t = xp.where(positive, gt_labels[best_gt], 0)                 # (P,)
     matched = gt_boxes.T[:, best_gt]                                   # (4, P) corner form
-    loc_t = _encode_positives(matched, positive, priors, corners, variances)
+    loc_t = _encode_positives(matched, positive, priors, variances)
     return loc_t, conf_t.astype(xp.int64)
 
 
@@ -152,22 +152,20 @@ def match_batch(gt_boxes_list: Sequence, gt_labels_list: Sequence, priors, iou_t
     conf_t = xp.where(positive, lab_pad[rows[:, None], best_gt], 0)    # (N, P)
     # the box each prior matched, coordinate first: (4, N, P), each plane contiguous
     matched = xp.moveaxis(gt_pad, -1, 0)[:, rows[:, None], best_gt]
-    loc_t = _encode_positives(matched, positive, priors, corners, variances)
+    loc_t = _encode_positives(matched, positive, priors, variances)
     return loc_t, conf_t.astype(xp.int64)
 
 
-def _encode_positives(matched, positive, priors, corners, variances):
+def _encode_positives(matched, positive, priors, variances):
     """(..., P, 4) offsets: encode(matched) where positive, 0 elsewhere; no host sync.
 
     matched (4, ..., P) corner form, coordinate first: the box each prior matched; positive
-    (..., P) bool; corners (P, 4) the priors in corner form. A background prior may have
-    matched a padded all-zero box; it is encoded against itself instead (finite offsets, no
-    log(0) warning), and `where` then writes its 0."""
+    (..., P) bool. A background prior may have matched a padded all-zero box: encode_planes
+    floors its zero width and height (finite offsets, no log(0) warning), and `where` then
+    writes its 0."""
     xp = get_array_module(matched)
-    own = xp.moveaxis(corners, -1, 0).reshape((4,) + (1,) * (matched.ndim - 2) + (-1,))
-    safe = xp.where(positive, matched, own)                            # (4, ..., P)
     zero = xp.zeros((), dtype=priors.dtype)
-    t = encode_planes(safe, xp.moveaxis(priors, -1, 0), variances)     # 4 x (..., P)
+    t = encode_planes(matched, xp.moveaxis(priors, -1, 0), variances)  # 4 x (..., P)
     return xp.stack([xp.where(positive, c, zero) for c in t], axis=-1)   # (..., P, 4)
 
 
