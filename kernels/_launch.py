@@ -36,19 +36,12 @@ def numba_cuda():
     return cuda
 
 
-def on_device_of(x, *arrays):
-    """`arrays` moved to x's device: unchanged when x is NumPy, cupy.asarray'd (a host-to-device
-    copy for NumPy arrays, a no-op for CuPy ones) when x is CuPy. None stays None."""
-    xp = get_array_module(x)
+def on_one_device(*arrays):
+    """`arrays` on one device: that of the first CuPy array among them (the one a kernel runs
+    on; the others are cupy.asarray'd, a host-to-device copy for NumPy arrays), unchanged when
+    none is CuPy. None stays None."""
+    xp = get_array_module(next((a for a in arrays if is_cupy(a)), None))
     return tuple(None if a is None else xp.asarray(a) for a in arrays)
-
-
-def first_cupy(*arrays):
-    """The first CuPy array among `arrays` (the one whose device a kernel runs on), else None."""
-    for a in arrays:
-        if is_cupy(a):
-            return a
-    return None
 
 
 def device_array(x):

@@ -210,8 +210,7 @@ def hard_negative_mask_cuda(conf_loss, positive, neg_pos_ratio=3, threads=256):
     work in Numba's simulator. Losses are compared in float32 (float64 losses are rounded
     first). threads: block size, a power of two <= 1024.
     """
-    conf_loss, positive = _launch.on_device_of(_launch.first_cupy(conf_loss, positive),
-                                               conf_loss, positive)
+    conf_loss, positive = _launch.on_one_device(conf_loss, positive)
     xp = _launch.get_array_module(conf_loss, positive)
     _check(conf_loss, positive)
     if threads & (threads - 1) or not 32 <= threads <= MAX_THREADS:

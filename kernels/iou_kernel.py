@@ -151,7 +151,7 @@ def iou_matrix_cuda(a, b, version=None):
     when only one of a, b is a CuPy array, the other is copied to its device first. NumPy
     inputs work too (Numba's simulator). version: "v1" | "v2" | None (auto).
     """
-    a, b = _launch.on_device_of(_launch.first_cupy(a, b), a, b)
+    a, b = _launch.on_one_device(a, b)
     xp = _launch.get_array_module(a, b)
     dtype = xp.result_type(a, b)
     a = xp.ascontiguousarray(a, dtype=dtype)

@@ -240,18 +240,12 @@ def _greedy_cuda(boxes, order, labels, iou_threshold):
 def _prepare_cuda(boxes, scores, labels):
     """boxes, scores and labels on one device: that of the first CuPy array among them (the
     others are copied there), else NumPy (the simulator). -> (xp, boxes, scores, labels)"""
-    boxes, scores, labels = _launch.on_device_of(_launch.first_cupy(boxes, scores, labels),
-                                                 boxes, scores, labels)
+    boxes, scores, labels = _launch.on_one_device(boxes, scores, labels)
     xp = _launch.get_array_module(boxes)
     _check(boxes, scores, labels)
     dtype = boxes.dtype if boxes.dtype in (np.float32, np.float64) else np.float32
     labels = xp.zeros(scores.shape[0], np.int64) if labels is None else labels
     return xp, xp.ascontiguousarray(boxes, dtype=dtype), scores, labels
-
-
-def _descending_order(xp, scores):
-    """Indices by descending score, ties in index order (backend.stable_argsort)."""
-    return stable_argsort(-scores)
 
 
 def nms_cuda(boxes, scores, iou_threshold):
@@ -267,5 +261,5 @@ def batched_nms_cuda(boxes, scores, labels, iou_threshold):
     xp, boxes, scores, labels = _prepare_cuda(boxes, scores, labels)
     if scores.shape[0] == 0:
         return xp.empty(0, dtype=np.int64)
-    order = _descending_order(xp, scores)
+    order = stable_argsort(-scores)              # descending score, ties in index order
     return order[_greedy_cuda(boxes, order, labels, iou_threshold)].astype(np.int64)

@@ -71,8 +71,8 @@ def test_nms_prepare_moves_scores_and_labels_to_the_boxes_device(fake):
     assert backend.is_cupy(b) and backend.is_cupy(s) and backend.is_cupy(lab)
 
 
-def test_on_device_of_numpy_leaves_numpy(fake):
-    a, b = _launch.on_device_of(None, boxes(2), None)
+def test_on_one_device_numpy_leaves_numpy(fake):
+    a, b = _launch.on_one_device(boxes(2), None)
     assert type(a) is np.ndarray and b is None
 
 
