@@ -318,14 +318,13 @@ def _without_procs(argv):
 def start_processes(args, settings, argv):
     """`--procs N` from a plain command: mpiexec -n N of this command. Returns its exit
     status, or None when this process should train alone (the default number of processes
-    without MPI installed: a one-line notice)."""
+    without MPI installed: a one-line notice); --procs N without MPI is a one-line error."""
     missing = distributed.missing_for_processes()
     if missing is None:
         return distributed.launch(settings.procs, _without_procs(argv))
     if args.procs is not None:
-        print(f"minissd.train: error: --procs {args.procs}: {missing}; pip install mpi4py "
-              f"mpich (or train in one process: --procs 1)", file=sys.stderr)
-        return 2
+        fail("train", f"--procs {args.procs}: {missing}; pip install mpi4py mpich (or train "
+                      "in one process: --procs 1)")
     print(f"minissd.train: training in one process ({missing}; pip install mpi4py mpich "
           f"to use the {settings.procs} cores)", file=sys.stderr)
     return None

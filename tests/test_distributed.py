@@ -121,7 +121,9 @@ def test_without_mpi_the_default_trains_in_one_process(tmp_path, monkeypatch, ca
     monkeypatch.setattr(train.os, "cpu_count", lambda: 2)
     small = SMALL
     # asked for: a one-line error naming what to install
-    assert train.main(small + ["--iters", "1", "--procs", "2", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as e:
+        train.main(small + ["--iters", "1", "--procs", "2", "--out", str(tmp_path)])
+    assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["minissd.train: error: --procs 2: mpi4py is not installed; pip install "
                    "mpi4py mpich (or train in one process: --procs 1)"]
