@@ -21,7 +21,7 @@ import numpy as np
 from . import backend
 from .cli import Parser, add_weights_flags, fail
 from .data.voc import DataError, load_image
-from .inference import CheckpointError, load_model, load_weights, predict, priors_for
+from .inference import CheckpointError, load_chosen, predict, priors_for
 
 
 def build_parser():
@@ -47,10 +47,7 @@ def main(argv=None):
     if missing:
         fail("detect", f"{', '.join(missing)}: image not found; check the path")
     try:
-        if args.weights is not None:
-            model, config, _ = load_weights(args.weights)
-        else:
-            model, config, _ = load_model(args.checkpoint)
+        model, config, _ = load_chosen(args.checkpoint, args.weights)
     except CheckpointError as e:
         fail("detect", str(e))
     priors = priors_for(model, config)                  # on the model's device

@@ -40,8 +40,8 @@ from .coco_metrics import COCO_KEYS, format_coco_table
 from .data.choice import data_spec, open_split
 from .data.voc import DataError
 # load_model, predict and evaluate_model lived here before minissd.inference; the old names stay
-from .inference import (CheckpointError, evaluate_model, load_model,  # noqa: F401
-                        load_weights, predict)
+from .inference import (CheckpointError, evaluate_model, load_chosen,  # noqa: F401
+                        load_model, predict)
 
 
 METRICS = ("voc07", "voc10", "coco", "all")
@@ -121,10 +121,7 @@ def main(argv=None):
 def _evaluate(args):
     text_out = sys.stderr if args.json else sys.stdout
     backend.set_device(args.device)
-    if args.weights is not None:
-        model, config, meta = load_weights(args.weights)
-    else:
-        model, config, meta = load_model(args.checkpoint)
+    model, config, meta = load_chosen(args.checkpoint, args.weights)
     dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann)
     want_coco = args.metric in ("coco", "all")
     t = time.perf_counter()

@@ -88,6 +88,13 @@ def load_weights(path):
                            "config": config.to_dict()}
 
 
+def load_chosen(checkpoint=None, weights=None):
+    """(model, config, meta) of the --checkpoint CKPT | --weights FILE pair that evaluate and
+    detect take (cli.add_weights_flags): load_weights(weights) when given, else
+    load_model(checkpoint), which accepts only a minissd checkpoint."""
+    return load_weights(weights) if weights is not None else load_model(checkpoint)
+
+
 def _is_minissd_checkpoint(path):
     """An .npz written by save_checkpoint (a zip holding __meta__.npy), not a torch.save zip."""
     try:
