@@ -45,7 +45,9 @@ def load_model(path):
     try:
         arrays, meta = load_checkpoint(path)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable minissd checkpoint ({e})") from None
+        hint = ("; a torchvision or ssd.pytorch .pth goes to --weights"
+                if str(path).endswith((".pth", ".pt")) else "")
+        raise CheckpointError(f"{path}: not a readable minissd checkpoint ({e}){hint}") from None
     if "config" not in meta:
         raise CheckpointError(f"{path}: the checkpoint has no config in its metadata; it was "
                               "not written by python -m minissd.train")

@@ -324,6 +324,8 @@ def test_weights_errors_are_one_line(tmp_path, fixture_image, capsys):
         detect_cmd.main(["--weights", str(bad), fixture_image, "--out", str(tmp_path)])
     with pytest.raises(CommandError, match="--weights: .*pass --voc-root"):
         evaluate_cmd.main(["--weights", fx.FIXTURE_PTH])
+    with pytest.raises(CommandError, match="not a readable minissd checkpoint.*goes to --weights"):
+        detect_cmd.main(["--checkpoint", fx.FIXTURE_PTH, fixture_image, "--out", str(tmp_path)])
     capsys.readouterr()
 
 
