@@ -90,8 +90,8 @@ def torchvision_ssd300(state: dict, path="state dict"):
         raise CheckpointError(f"{path}: not a torchvision ssd300_vgg16 state dict (no "
                               "backbone.scale_weight and head.classification_head.* keys; "
                               f"found {_some_keys(state)}); {_FIX}")
-    convs = _torchvision_convs(state, path)                # [(torchvision prefix, weight)]
-    config = _config_from_shapes(state, convs, path)
+    convs, feat, n5 = _torchvision_convs(state, path)      # [(torchvision prefix, weight)]
+    config = _config_from_shapes(state, convs, feat, n5, path)
     plan = layer_plan(config)
     ours = [p for p in plan if p.kind == "conv" and p.stage in ("vgg", "extras")]
     out = {"L2Norm.weight": state["backbone.scale_weight"]}
@@ -104,7 +104,7 @@ def torchvision_ssd300(state: dict, path="state dict"):
                 out[f"{ours_head}.{k}.{param}"] = _need(state, f"{theirs.format(k)}.{param}",
                                                         path)
     used = {prefix for prefix, _ in convs} | {_LOC.format(k) for k in range(6)} | \
-        {_CONF.format(k) for k in range(6)} | {"backbone.scale_weight"}
+        {_CONF.format(k) for k in range(6)}
     extra = [k for k in state if k != "backbone.scale_weight" and k.rsplit(".", 1)[0] not in used]
     if extra:
         raise CheckpointError(f"{path}: keys {extra[:4]} are not part of torchvision's "
@@ -117,7 +117,8 @@ def torchvision_ssd300(state: dict, path="state dict"):
 
 def _torchvision_convs(state, path):
     """The backbone's convs in forward order, checked against SSDFeatureExtractorVGG's layout:
-    [(key prefix, weight array)], conv1_1 .. conv4_3, conv5_*, conv6, conv7, conv8_1 .. 11_2."""
+    ([(key prefix, weight array)] for conv1_1 .. conv4_3, conv5_*, conv6, conv7, conv8_1 ..
+    11_2; the backbone.features indices of conv1_1 .. conv4_3; how many conv5_* there are)."""
     feat = sorted(int(m.group(1)) for k in state if (m := _FEATURES.match(k)))
     conv5 = sorted(int(m.group(1)) for k in state if (m := _EXTRA0.match(k)))
     fc = sorted((int(m.group(1)), int(m.group(2))) for k in state if (m := _FC.match(k)))
@@ -151,14 +152,14 @@ def _torchvision_convs(state, path):
     if flat:
         raise CheckpointError(f"{path}: {flat[0]}.weight is not a conv weight (out, in, kh, kw); "
                               f"{_FIX}")
-    return convs
+    return convs, feat, len(conv5)
 
 
-def _config_from_shapes(state, convs, path):
-    """ssd300_torchvision(K) with the base, fc and extra widths of the file."""
+def _config_from_shapes(state, convs, feat, n5, path):
+    """ssd300_torchvision(K) with the base, fc and extra widths of the file; feat and n5 as
+    _torchvision_convs returns them."""
     widths = [w.shape[0] for _, w in convs]
-    feat = [int(p.rsplit(".", 1)[1]) for p, _ in convs if p.startswith("backbone.features.")]
-    n4, n5 = len(feat), sum(1 for p, _ in convs if re.match(r"backbone\.extra\.0\.\d+$", p))
+    n4 = len(feat)
     base, pools = [widths[0]], 0
     for i, (a, b) in enumerate(zip(feat, feat[1:])):
         if b - a == 3:                       # conv, ReLU, pool, conv
