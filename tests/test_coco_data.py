@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_checks import FAST, fails
 from minissd import evaluate, train
-from minissd.cli import CommandError
 from minissd.config import COCO_CLASS_NAMES, get_config
 from minissd.data.choice import coco_spec, open_split
 from minissd.data.coco import COCODataset, write_coco
@@ -18,8 +18,6 @@ from minissd.data.voc import DataError, VOCDataset
 from minissd.training.settings import default_settings, scheduled
 from minissd.weights import load_checkpoint
 
-FAST = ["--iters", "2", "--batch-size", "2", "--workers", "1", "--no-progress", "--device",
-        "cpu", "--eval-every", "0", "--log-every", "1", "--procs", "1"]
 SIZES = {"a.png": (40, 20), "b.png": (30, 30), "c.png": (16, 24), "empty.png": (20, 20)}
 
 
@@ -200,24 +198,17 @@ def test_train_and_evaluate_on_coco_files(tmp_path, capsys):
     assert "AP (VOC07)" in text and "VOC10" not in text and "COCO" not in text
 
 
-def _fails(argv, capsys, module=train):
-    with pytest.raises(CommandError) as e:
-        module.main(argv)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert e.value.code == 2 and "Traceback" not in "".join(lines)
-    assert lines[-1].startswith(f"minissd.{module.__name__.split('.')[-1]}: error: ")
-    return lines[-1]
 
 
 def test_command_line_errors(tmp_path, capsys):
     root, ann = coco_set(tmp_path, annotations=[
         {"id": 5, "image_id": 10, "category_id": 4, "bbox": [0, 0, 5, 5]}])
-    assert "--coco-root: COCO-format data needs both" in _fails(["--coco-root", root], capsys)
-    assert "--coco-ann: COCO-format data needs both" in _fails(
+    assert "--coco-root: COCO-format data needs both" in fails(["--coco-root", root], capsys)
+    assert "--coco-ann: COCO-format data needs both" in fails(
         ["--checkpoint", "x.npz", "--coco-ann", ann], capsys, evaluate)
-    assert "give either --voc-root or --coco-root" in _fails(
+    assert "give either --voc-root or --coco-root" in fails(
         ["--voc-root", root, "--coco-root", root, "--coco-ann", ann], capsys)
-    assert "annotation 5 has unknown category id 4" in _fails(
+    assert "annotation 5 has unknown category id 4" in fails(
         ["--coco-root", root, "--coco-ann", ann] + FAST, capsys)
-    assert "--metric: invalid choice" in _fails(["--checkpoint", "x.npz", "--metric", "map"],
+    assert "--metric: invalid choice" in fails(["--checkpoint", "x.npz", "--metric", "map"],
                                                 capsys, evaluate)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_checks import FAST, fails
 from minissd import evaluate, train
-from minissd.cli import CommandError
 from minissd.config import VOC_CLASS_NAMES, tiny
 from minissd.data.choice import data_spec, open_split
 from minissd.data.folders import find_layout, hash_split
@@ -22,8 +22,6 @@ from minissd.training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY
                                        default_settings, scheduled)
 from minissd.training.step import forward_backward
 
-FAST = ["--iters", "2", "--batch-size", "2", "--workers", "1", "--no-progress", "--device",
-        "cpu", "--eval-every", "0", "--log-every", "1", "--procs", "1"]
 
 
 def xml(objects, size=(48, 40)):
@@ -260,37 +258,28 @@ def test_flat_folder_trains_and_evaluate_reuses_the_recorded_split(tmp_path, cap
 
 
 # ---------------------------------------------------------------------------- errors
-def _fails(argv, capsys, module=train):
-    with pytest.raises(CommandError) as e:
-        module.main(argv)
-    lines = capsys.readouterr().err.strip().splitlines()
-    # what the command found may come first (the classes, a made split); then ONE error line
-    assert e.value.code == 2 and "Traceback" not in "".join(lines)
-    assert [ln for ln in lines if ": error: " in ln] == lines[-1:]
-    assert lines[-1].startswith(f"minissd.{module.__name__.split('.')[-1]}: error: ")
-    return lines[-1]
 
 
 def test_clean_errors_name_the_file_or_flag(tmp_path, capsys):
     (tmp_path / "nothing").mkdir()
-    assert "nothing: is none of the dataset layouts" in _fails(
+    assert "nothing: is none of the dataset layouts" in fails(
         ["--voc-root", str(tmp_path / "nothing")], capsys)
     root = voc_folder(tmp_path / "v")
     with open(os.path.join(root, "ImageSets", "Main", "val.txt"), "a") as f:
         f.write("lost1\nlost2\n")
-    assert "val.txt: 2 of its 5 images are missing (lost1, lost2)" in _fails(
+    assert "val.txt: 2 of its 5 images are missing (lost1, lost2)" in fails(
         ["--voc-root", root], capsys)
     small = flat(tmp_path / "s", n=6)
-    err = _fails(["--voc-root", small, "--batch-size", "64"], capsys)
+    err = fails(["--voc-root", small, "--batch-size", "64"], capsys)
     assert "--batch-size: 64 is larger than the training set (" in err and "images in" in err
-    assert "--classes: wheel does not occur" in _fails(
+    assert "--classes: wheel does not occur" in fails(
         ["--voc-root", small, "--classes", "disc,wheel"], capsys)
-    assert "--image-size" in _fails(["--image-size", "400", "--config", "ssd300"], capsys)
-    assert "--iters: invalid int value" in _fails(["--iters", "many"], capsys)
+    assert "--image-size" in fails(["--image-size", "400", "--config", "ssd300"], capsys)
+    assert "--iters: invalid int value" in fails(["--iters", "many"], capsys)
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a checkpoint")
-    assert "--resume: " in _fails(["--resume", str(bad)], capsys)
-    assert "bad.npz: not a readable" in _fails(["--checkpoint", str(bad)], capsys, evaluate)
+    assert "--resume: " in fails(["--resume", str(bad)], capsys)
+    assert "bad.npz: not a readable" in fails(["--checkpoint", str(bad)], capsys, evaluate)
 
 
 def test_errors_in_a_subprocess_have_no_traceback(tmp_path):
@@ -310,7 +299,7 @@ def test_a_corrupt_pretrained_vgg_is_one_line(tmp_path, capsys):
     # and train --pretrained-vgg on a broken file ended in a traceback)
     bad = tmp_path / "vgg16.pth"
     bad.write_bytes(b"garbage")
-    line = _fails(["--config", "ssd300", "--pretrained-vgg", str(bad), "--iters", "1",
+    line = fails(["--config", "ssd300", "--pretrained-vgg", str(bad), "--iters", "1",
                    "--procs", "1", "--device", "cpu", "--num-train", "4", "--num-val", "2",
                    "--batch-size", "2"],
                   capsys)
