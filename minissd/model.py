@@ -23,6 +23,9 @@ i the index in ssd.pytorch's layer list (every conv, ReLU and pool counts one: S
 extras.<j>.*, loc.<k>.*, conf.<k>.*.
 
 forward(x, keep_cache=False) drops each layer's cache as soon as it is used (inference).
+
+A config with a `body` (a flat list of layers naming their inputs: a ResNet, an imported Caffe
+net) builds a minissd.body.BodySSD, a subclass of SSD: SSD(config) picks it.
 """
 from __future__ import annotations
 
@@ -48,7 +51,16 @@ class SSD(Container):
     Conv2d, or of Sequential(conv, batch norm, ReLU) units), heads (MultiBoxHeads; its
     parameters are named loc.<k>.* and conf.<k>.*, without a prefix of their own).
     params(), buffers(), grads, leaf_layers(), train(), eval() and to() come from Container.
+
+    A config with a body gives a minissd.body.BodySSD instead (the same interface; its
+    children are the body's layers by name, then the heads).
     """
+
+    def __new__(cls, config=None, *args, **kwargs):
+        if cls is SSD and config is not None and getattr(config, "body", ()):
+            from .body import BodySSD                  # body.py subclasses SSD
+            cls = BodySSD
+        return super().__new__(cls)
 
     def __init__(self, config, rng=None, dtype=np.float32):
         self.config = config
@@ -123,14 +135,7 @@ class SSD(Container):
         keep_cache=False frees every layer's cache as soon as possible (inference only: no
         backward afterwards), which keeps peak memory near the largest single activation.
         """
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (cfg.image_size, cfg.image_size):
-            raise ValueError(f"SSD({cfg.name}).forward: expected images (N, 3, {cfg.image_size}, "
-                             f"{cfg.image_size}), got {tuple(x.shape)}; resize to the config's "
-                             "image_size")
-        if x.dtype != self.dtype:
-            raise TypeError(f"SSD({cfg.name}).forward: x is {x.dtype}, the model is "
-                            f"{self.dtype}; convert the batch with x.astype({self.dtype.name!r})")
+        self._check_images(x)
         sources = []
         h = x
         for i, layer in enumerate(self.vgg):
@@ -149,6 +154,17 @@ class SSD(Container):
             if j in self.source_extras:
                 sources.append(h)
         return self.heads.forward(sources, keep_cache)            # (N, P, 4), (N, P, C)
+
+    def _check_images(self, x):
+        """ValueError / TypeError with the fix when x is not a batch this model takes."""
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(f"SSD({cfg.name}).forward: expected images (N, 3, {cfg.image_size}, "
+                             f"{cfg.image_size}), got {tuple(x.shape)}; resize to the config's "
+                             "image_size")
+        if x.dtype != self.dtype:
+            raise TypeError(f"SSD({cfg.name}).forward: x is {x.dtype}, the model is "
+                            f"{self.dtype}; convert the batch with x.astype({self.dtype.name!r})")
 
     def backward(self, dloc, dconf, need_dx=True):
         """dloc (N, P, 4), dconf (N, P, C) -> dx (N, 3, S, S); fills self.grads (overwrites).
