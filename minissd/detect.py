@@ -1,5 +1,5 @@
-"""Detect objects: python -m minissd.detect --checkpoint CKPT | --weights FILE.pth IMAGE...
-                  --out DIR [--threshold T]
+"""Detect objects: python -m minissd.detect --checkpoint CKPT | --weights FILE [--prototxt F]
+                  IMAGE... --out DIR [--threshold T]
 
 For each image: run the network at the config's input size, decode and NMS
 (postprocess.detect), keep detections scoring at least --threshold, print them as
@@ -9,7 +9,9 @@ For each image: run the network at the config's input size, decode and NMS
 --weights takes a detector trained elsewhere as it is: torchvision's ssd300_vgg16 .pth (its
 COCO file ssd300_vgg16_coco-b556d3b4.pth prints COCO's class names) or ssd.pytorch's SSD300,
 read without torch (minissd/pretrained.py), with that library's preprocessing, default boxes
-and post-processing.
+and post-processing. A Caffe SSD (--weights FILE.caffemodel, its deploy prototxt beside it
+or given with --prototxt) and OpenCV's face detector (--weights opencv-face) are read without
+Caffe (minissd/caffe/).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def main(argv=None):
     if missing:
         fail("detect", f"{', '.join(missing)}: image not found; check the path")
     try:
-        model, config, _ = load_chosen(args.checkpoint, args.weights)
+        model, config, _ = load_chosen(args.checkpoint, args.weights, args.prototxt)
     except CheckpointError as e:
         fail("detect", str(e))
     priors = priors_for(model, config)                  # on the model's device

