@@ -49,6 +49,8 @@ class BodySSD(SSD):
             [_build_layer(p, rng, self.dtype) for p in stage_layers(self.plan, "conf")],
             config.mbox, config.num_classes)
         self.num_priors = config.num_priors()
+        self.leaf_by_name = self.layers                   # SSD.freeze / train read these
+        self.frozen, self.needed = frozenset(), None
         # after layer i has run, the blobs it was the last reader of are dropped (the sources
         # are kept for the heads)
         last = {}
@@ -86,7 +88,14 @@ class BodySSD(SSD):
 
         need_dx=False returns None and skips the image gradient of the convs that read the
         image. Each layer's cache is dropped once its backward has used it.
+
+        With frozen layers (SSD.freeze) only the layers of freeze.backward_needed run: a
+        layer's gradient goes to an input only when that input needs it, and the convs
+        whose inputs need none skip their dx; the image gradient is None.
         """
+        needed = self.needed
+        if needed is not None:
+            need_dx = False
         grads = {}
 
         def add(name, g):
@@ -94,23 +103,33 @@ class BodySSD(SSD):
             # eltwise_sum hands the same array to each of its inputs)
             grads[name] = g if name not in grads else grads[name] + g
 
-        dsources = self.heads.backward(dloc, dconf)
+        def wanted(name):
+            """Whether the gradient of blob `name` is needed."""
+            return need_dx if name == "data" else needed is None or name in needed
+
+        sources_wanted = any(map(wanted, self.config.sources))
+        dsources = self.heads.backward(dloc, dconf, need_dx=sources_wanted)
         self.heads.clear_cache()
-        for name, dsrc in zip(self.config.sources, dsources):
-            add(name, dsrc)
+        if sources_wanted:
+            for name, dsrc in zip(self.config.sources, dsources):
+                if wanted(name):
+                    add(name, dsrc)
         del dsources
         for p in reversed(self.body_plan):
             layer = self.layers[p.name]
-            dy = grads.pop(p.name)                   # every layer reaches a source (config.py)
+            if p.name not in grads:          # frozen, nothing below trains: no backward
+                layer.clear_cache()
+                continue
+            dy = grads.pop(p.name)
             if p.kind == "eltwise_sum":
                 dins = layer.backward(dy)
-            elif p.kind == "conv" and p.inputs == ("data",):
-                dins = (layer.backward(dy, need_dx),)
+            elif p.kind == "conv" and (p.inputs == ("data",) or needed is not None):
+                dins = (layer.backward(dy, any(map(wanted, p.inputs))),)
             else:
                 dins = (layer.backward(dy),)
             layer.clear_cache()
             for name, g in zip(p.inputs, dins):
-                if name != "data" or need_dx:
+                if wanted(name):
                     add(name, g)
         return grads.get("data") if need_dx else None
 

@@ -460,8 +460,9 @@ class MultiBoxHeads(Container):
         self._caches = caches if keep_cache else None
         return loc, conf
 
-    def backward(self, dloc, dconf):
-        """Gradients of the stacked convs into each conv's grads; returns each source's."""
+    def backward(self, dloc, dconf, need_dx=True):
+        """Gradients of the stacked convs into each conv's grads; returns each source's
+        (need_dx=False: a list of None, when nothing below the heads trains)."""
         if self._caches is None:
             raise RuntimeError("MultiBoxHeads.backward: no forward cache; call forward "
                                "(with keep_cache=True) right before backward")
@@ -477,7 +478,7 @@ class MultiBoxHeads(Container):
                                 axis=3)                                  # (N, H, W, k(4+C))
             dy = dy.transpose(0, 3, 1, 2)                                # (N, k(4+C), H, W)
             # y, cache = conv2d_forward(s, w, b, 1, lconv.padding)
-            ds, dw, db = conv2d_backward(dy, cache)
+            ds, dw, db = conv2d_backward(dy, cache, need_dx)
             # w = concatenate([lconv.weight, cconv.weight]): the gradient splits the same way
             lconv.grads = {"weight": dw[:k * 4], "bias": db[:k * 4]}
             cconv.grads = {"weight": dw[k * 4:], "bias": db[k * 4:]}

@@ -81,10 +81,45 @@ class SSD(Container):
                                    [layers[p.name] for p in stage_layers(self.plan, "conf")],
                                    config.mbox, config.num_classes)
         self.num_priors = config.num_priors()
+        self.leaf_by_name = layers                        # plan entry name -> its layer
+        self.frozen, self.needed = frozenset(), None      # freeze(): nothing frozen
 
     def children(self):
         return [("vgg", self.vgg), ("L2Norm", self.L2Norm), ("extras", self.extras),
                 (None, self.heads)]
+
+    # --- frozen layers (fine-tuning: minissd/freeze.py) ----------------------------------
+
+    def freeze(self, names):
+        """Leave the plan entries `names` as they are: their batch norm in eval mode from now
+        on (train() keeps it there), and backward skips every layer below the lowest one that
+        trains (freeze.backward_needed). The optimizer must be given only the parameters that
+        train (freeze.frozen_params names the others). An empty `names` undoes it."""
+        from .freeze import backward_needed          # freeze.py reads plans only
+        self.frozen = frozenset(names)
+        self.needed = backward_needed(self.plan, self.frozen) if self.frozen else None
+        return self.train(self.training)
+
+    def _needs(self, name) -> bool:
+        """Whether backward must run through the plan entry `name` (always, when nothing is
+        frozen)."""
+        return self.needed is None or name in self.needed
+
+    def train(self, mode: bool = True):
+        """Training mode (batch statistics) for every layer but the frozen ones, which stay
+        in eval mode (their running statistics); returns self."""
+        for name, layer in self.leaf_by_name.items():
+            layer.train(mode and name not in self.frozen)
+        for layer in self.heads.leaf_layers():
+            layer.train(mode)
+        return self
+
+    @property
+    def training(self) -> bool:
+        """True when the layers that train are in training mode (frozen ones never are)."""
+        return all(layer.training for name, layer in self.leaf_by_name.items()
+                   if name not in self.frozen) and \
+            all(layer.training for layer in self.heads.leaf_layers())
 
     # --- parameters (params(), buffers(), grads from Container) --------------------------
 
@@ -177,6 +212,8 @@ class SSD(Container):
         at the start of backward, with every cache held; minissd/bench/memory.py), and the
         next forward starts with none of them. A second backward needs a new forward.
         """
+        if self.needed is not None:
+            return self._backward_frozen(dloc, dconf)
         dsources = self.heads.backward(dloc, dconf)
         self.heads.clear_cache()
         # extras: the output of every second conv is also a source, so its gradient adds up
@@ -198,6 +235,46 @@ class SSD(Container):
             dh = self.vgg[i].backward(dh) if i else self.vgg[0].backward(dh, need_dx)
             self.vgg[i].clear_cache()
         return dh
+
+    def _backward_frozen(self, dloc, dconf):
+        """backward with frozen layers (freeze()): the same walk, stopped below the lowest
+        layer that trains; returns None (no image gradient). A layer whose backward does not
+        run keeps the grads it had (none, in a fine-tuning run): the optimizer skips it."""
+        entry = {p.name: p for p in self.plan}
+        name_of = {id(layer): name for name, layer in self.leaf_by_name.items()}
+        try:
+            heads_in = [p.inputs[0] for p in stage_layers(self.plan, "loc")]  # head k's source
+            dsources = self.heads.backward(dloc, dconf, need_dx=any(map(self._needs, heads_in)))
+
+            def unit_backward(unit, dh):
+                """A layer or a conv-BN-ReLU unit; its first conv is spared its dx when
+                nothing it reads trains."""
+                leaves = unit.leaf_layers()
+                for leaf in reversed(leaves[1:]):
+                    dh = leaf.backward(dh)
+                first = entry[name_of[id(leaves[0])]]
+                if first.kind == "conv":
+                    return leaves[0].backward(dh, any(map(self._needs, first.inputs)))
+                return leaves[0].backward(dh)
+
+            dh = None
+            for j in range(len(self.extras) - 1, -1, -1):
+                if j in self.source_extras:
+                    dsrc = dsources.pop()
+                    dh = dsrc if dh is None else dh + dsrc
+                if not self._needs(name_of[id(self.extras[j].leaf_layers()[-1])]):
+                    return None             # nothing below trains (freeze.backward_needed)
+                dh = unit_backward(self.extras[j], dh)
+            dh = dsources[1] if dh is None else dh + dsources[1]
+            for i in range(len(self.vgg) - 1, -1, -1):
+                if i == self.l2norm_index and self._needs("L2Norm"):
+                    dh = dh + self.L2Norm.backward(dsources[0])
+                if not self._needs(name_of[id(self.vgg[i])]):
+                    return None
+                dh = unit_backward(self.vgg[i], dh)
+            return None
+        finally:
+            self.clear_cache()              # the used caches and those of skipped layers
 
     def __repr__(self):
         cfg = self.config

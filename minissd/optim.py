@@ -71,8 +71,9 @@ class SGD:
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.velocity = {}          # name -> array like the parameter (created at first step)
 
-    def step(self, params, grads, lr):
-        """One update of every parameter in `params` with learning rate `lr` (a float)."""
+    def step(self, params, grads, lr, lr_scale=None):
+        """One update of every parameter in `params` with learning rate `lr` (a float);
+        lr_scale {name: factor}: those parameters step with lr * factor (fine-tuning's body)."""
         params = list(params)
         scale = (_clip_scale([grads[name] for name, _ in params], self.clip_norm)
                  if self.clip_norm else None)
@@ -94,7 +95,7 @@ class SGD:
             v *= self.momentum
             v += g
             # w = w - lr * v
-            w -= lr * v
+            w -= (lr if lr_scale is None else lr * lr_scale.get(name, 1.0)) * v
 
     def state_dict(self):
         """{"momentum": 0-d array, "weight_decay": ..., "velocity.<name>": numpy array, ...}.
@@ -152,8 +153,9 @@ class Adam:
         self.t = 0                  # steps taken (for the bias corrections)
         self.m, self.v = {}, {}     # name -> array like the parameter
 
-    def step(self, params, grads, lr):
-        """One update of every parameter in `params` with learning rate `lr` (a float)."""
+    def step(self, params, grads, lr, lr_scale=None):
+        """One update of every parameter in `params` with learning rate `lr` (a float);
+        lr_scale as for SGD.step."""
         params = list(params)
         scale = (_clip_scale([grads[name] for name, _ in params], self.clip_norm)
                  if self.clip_norm else None)
@@ -178,7 +180,8 @@ class Adam:
             v += (1 - self.beta2) * (g * g)
             # w = w - lr * mhat / (sqrt(vhat) + eps)
             xp = get_array_module(w)
-            w -= (lr / c1) * m / (xp.sqrt(v / c2) + self.eps)
+            lr_w = lr if lr_scale is None else lr * lr_scale.get(name, 1.0)
+            w -= (lr_w / c1) * m / (xp.sqrt(v / c2) + self.eps)
 
     def state_dict(self):
         """Hyper-parameters, the step count and the moments, all as NumPy arrays."""

@@ -56,6 +56,8 @@ from .training.loop import run
 from .training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY_ON_SYNTHETIC,
                                 VOC_RECIPE_ON_2000_SYNTHETIC, TrainSettings, default_settings,
                                 scheduled)
+from .training import finetune
+from .training.settings import FINETUNE_RECIPE, finetune_settings
 
 # The flags whose default is a setting (it depends on --config and the data): when given,
 # they replace that setting of the named defaults.
@@ -94,9 +96,10 @@ def build_parser():
       help="train on these classes, in this label order (objects of other classes are "
            "ignored). Default: labels.txt or classes.txt in --voc-root, else the names found "
            "in the annotations (VOC's order when they are VOC names).")
-    a("--config", default="tiny", choices=tuple(CONFIGS),
-      help="network configuration from minissd/config.py (default: tiny); ssd300_coco and "
-           "ssd512_coco are SSD300/SSD512 with COCO's smaller default boxes.")
+    a("--config", choices=tuple(CONFIGS),
+      help="network configuration from minissd/config.py (default: tiny; with --weights, "
+           "the weights' own network); ssd300_coco and ssd512_coco are SSD300/SSD512 with "
+           "COCO's smaller default boxes.")
     a("--image-size", type=int, metavar="S",
       help="tiny only: the network's input side in pixels (default 128); larger finds smaller "
            "objects and trains slower (about (S/128)^2).")
@@ -135,6 +138,30 @@ def build_parser():
       "this command; its settings are reused (--iters may lengthen the run).")
     a("--pretrained-vgg", metavar="PTH", help="initialise the VGG16 base from torchvision's "
       "vgg16 .pth or ssd.pytorch's vgg16_reducedfc.pth (read without torch; ssd300/ssd512).")
+    ft = FINETUNE_RECIPE
+    a("--weights", metavar="FILE",
+      help="fine-tune a trained detector: anything evaluate --weights takes (torchvision's or "
+           "ssd.pytorch's .pth, a Caffe SSD .caffemodel with its deploy prototxt, "
+           "opencv-face) or a minissd last.npz/best.npz. The body and extra layers start from "
+           "FILE; its heads are kept when the classes are the same names in the same order, "
+           "else re-initialised (one line lists both). Its preprocessing, default boxes and "
+           "post-processing carry into the new checkpoints. A new run with the fine-tuning "
+           f"recipe (Adam lr {ft.lr:g}, warm-up {_pct(ft.warmup_fraction)}, "
+           f"{ft.epochs:.2f} epochs, at least {ft.min_iters} steps), not --resume. "
+           "--config NAME builds that network around FILE's base; --image-size S runs the "
+           "weights' (fully convolutional) network at another input side, the default boxes "
+           "recomputed.")
+    a("--prototxt", metavar="FILE", help="the deploy prototxt of a --weights .caffemodel "
+      "(default: the one beside it).")
+    a("--freeze", choices=("none", "base", "extras"), default="none",
+      help="layers that do not train (no update, no weight decay, batch norm kept in eval "
+           "mode, no backward below the lowest layer that trains). base: the base network "
+           "(VGG configs: conv1_1..conv7 and L2Norm; an imported body such as res10: the "
+           "first source and every layer it is computed from); extras: the base AND the "
+           "extras (every other body layer), only the heads train; none (default): all train.")
+    a("--body-lr-mult", type=float, default=1.0, metavar="M",
+      help="with --weights: the learning rate of the body (base and extras) is lr x M; the "
+           "heads train at lr (default 1).")
     a("--seed", type=int, default=0, help="seed of the model init, data order and "
       "augmentation (default 0).")
     a("--eval-every", type=int, help="evaluate VOC07 mAP on the validation split every this "
@@ -189,10 +216,13 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     """This run's settings: the command line where given, else the setting's defaults, with
     the schedule for `num_train` training images (default: the synthetic set's size; on
     --voc-root data without it, the recipe's own step counts)."""
-    base = default_settings(args.config, on_voc=_own_data(args))
+    base = _recipe(args)
     given = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     s = dataclasses.replace(
-        base, **given, procs=_procs(args), config=args.config, seed=args.seed,
+        base, **given, procs=_procs(args), config=args.config or finetune.OWN_NETWORK,
+        seed=args.seed, weights=_weights_path(args.weights),
+        prototxt=None if args.prototxt is None else os.path.abspath(args.prototxt),
+        freeze=args.freeze, body_lr_mult=args.body_lr_mult,
         momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
@@ -251,12 +281,12 @@ def prepare(args, quiet=False):
         spec = checkpoint[1]["data"]
         return settings, spec, _num_train(spec), checkpoint, \
             args.out or os.path.dirname(os.path.abspath(args.resume))
-    if args.image_size is not None:
+    if args.image_size is not None and args.weights is None:
         try:
             get_config(args.config, image_size=args.image_size)
         except ValueError as e:
             fail("train", f"--image-size: {e}")
-    base = default_settings(args.config, on_voc=_own_data(args))
+    base = _recipe(args)
     if args.coco_root is not None:
         spec = coco_spec(*(None if p is None else os.path.abspath(p) for p in (
             args.coco_root, args.coco_ann, args.coco_val_root, args.coco_val_ann)),
@@ -264,11 +294,67 @@ def prepare(args, quiet=False):
         n = _num_train(spec)
         return resolve_settings(args, n), spec, n, None, args.out
     root = None if args.voc_root is None else os.path.abspath(args.voc_root)
-    spec = data_spec(root, args.config, args.num_train or base.num_train,
+    parent = _check_finetune(args) if args.weights else None     # (config, state)
+    spec = data_spec(root, args.config or "tiny", args.num_train or base.num_train,
                      args.num_val or base.num_val, classes=args.classes,
-                     image_size=args.image_size, report=None if quiet else _say)
+                     image_size=args.image_size or (parent and parent[0].image_size),
+                     report=None if quiet else _say)
+    if parent is not None:
+        _check_finetune(args, parent, open_split(spec, "train").class_names)
     n = _num_train(spec)
     return resolve_settings(args, None if root is None else n), spec, n, None, args.out
+
+
+def _recipe(args):
+    """The named defaults this run starts from: the fine-tuning recipe with --weights, else
+    the config's (training/settings.py)."""
+    if args.weights is not None:
+        return finetune_settings(_own_data(args))
+    return default_settings(args.config, on_voc=_own_data(args))
+
+
+def _weights_path(weights):
+    """--weights as the settings keep it: a file's absolute path, or a name (opencv-face)."""
+    if weights is None or weights == finetune.OPENCV_FACE or not os.path.exists(weights):
+        return weights
+    return os.path.abspath(weights)
+
+
+def _check_finetune(args, parent=None, class_names=None):
+    """--weights and the flags that go with it, checked before anything starts (one-line
+    errors). Without `parent`: reads the weights and returns their config; with it and the
+    data's class names: checks the network the run will train (--config, --image-size,
+    --freeze)."""
+    try:
+        if parent is None:
+            return finetune.parent(args.weights, args.prototxt)
+        finetune.checked_against(*parent, class_names, args.config, args.image_size,
+                                 args.freeze)
+    except finetune.FinetuneError as e:
+        fail("train", str(e))
+    except CheckpointError as e:
+        fail("train", f"--weights: {e}")
+    return parent
+
+
+def check_finetune_flags(args):
+    """The fine-tuning flags that need --weights (or --pretrained-vgg, for --freeze)."""
+    if args.weights is None:
+        if args.prototxt is not None:
+            fail("train", "--prototxt: goes with --weights FILE.caffemodel; give --weights")
+        if args.freeze != "none" and not args.pretrained_vgg:
+            fail("train", f"--freeze {args.freeze}: freezes pretrained layers; give --weights "
+                          "FILE (or --pretrained-vgg PTH)")
+        if args.body_lr_mult != 1.0:
+            fail("train", "--body-lr-mult: sets the learning rate of pretrained layers; give "
+                          "--weights FILE")
+    elif args.pretrained_vgg:
+        fail("train", "--pretrained-vgg: --weights already gives the whole network; leave "
+                      "one of them out")
+    if not args.body_lr_mult >= 0:
+        fail("train", f"--body-lr-mult: {args.body_lr_mult:g} is negative; give 0 (a fixed "
+                      "body) or more")
+
 
 
 def _own_data(args):
@@ -337,6 +423,10 @@ def main(argv=None):
     if launched is not None and args.procs is None:
         args.procs = launched
     check_data_flags(args)
+    if not args.resume:
+        check_finetune_flags(args)
+    if args.weights is None and args.config is None:
+        args.config = "tiny"
     try:
         # the data report is made once: by rank 0, not also by the process that launches them
         will_launch = launched is None and _procs(args) > 1 \

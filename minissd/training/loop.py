@@ -39,6 +39,8 @@ from ..distributed import (SingleProcess, allreduce_gradients, rank0_first, sele
 from ..inference import evaluate_model
 from ..optim import learning_rate
 from ..priors import default_boxes
+from ..freeze import frozen_layers, frozen_params
+from . import finetune
 from .build import build_model, build_optimizer, load_pretrained_vgg
 from .checkpoint import (NonFiniteLoss, checked_save, save_on_interrupt,
                          save_run_checkpoint)
@@ -110,8 +112,14 @@ class Trainer:
         with rank0_first(comm):                # rank 0 alone generates the synthetic set
             self.train_set = open_split(self.spec, "train")
             self.val_set = open_split(self.spec, "val", keep_difficult=True)
+        parent = None                           # fine-tuning: (config, state) of --weights
         if meta:
             self.config = SSDConfig.from_dict(meta["config"])
+        elif s.weights:
+            pconfig, pstate, self.config = finetune.checked(
+                s.weights, s.prototxt, self.train_set.class_names,
+                None if s.config == finetune.OWN_NETWORK else s.config, s.image_size, s.freeze)
+            parent = (pconfig, pstate)
         else:
             self.config = get_config(s.config, class_names=self.train_set.class_names,
                                      image_size=s.image_size)
@@ -133,6 +141,23 @@ class Trainer:
                 self.opt.load_state_dict(meta["optim_state"], like=dict(self.model.params()))
         elif s.pretrained_vgg:
             self.config.preprocess = load_pretrained_vgg(self.model, s.pretrained_vgg)
+        elif parent is not None:
+            state, report = finetune.start_state(parent[1], parent[0], self.model)
+            self.model.load_state_dict(state)
+            self.finetune_lines = finetune.describe(s.weights, parent[0], self.config, report,
+                                                    s.freeze, s.body_lr_mult)
+            del parent, state
+        # fine-tuning: frozen layers (no update, batch norm in eval mode, no backward below
+        # the lowest layer that trains) and the body's learning-rate factor
+        self.frozen_params = frozenset()
+        if s.freeze != "none":
+            frozen = frozen_layers(self.model.plan, s.freeze)
+            self.model.freeze(frozen)
+            self.frozen_params = frozen_params(self.model.plan, frozen)
+        self.lr_scale = None
+        if s.body_lr_mult != 1.0:
+            self.lr_scale = {n: s.body_lr_mult for n, _ in self.model.params()
+                             if not n.startswith(("loc.", "conf."))}
         if comm.size > 1:
             sync_batch_norm(self.model, comm)  # batch statistics of the global batch
         self.priors = backend.current_device_xp().asarray(default_boxes(self.config))
@@ -170,6 +195,8 @@ class Trainer:
               f"{', '.join(map(str, s.milestones)) or 'never'}), {self.device}{procs} -> "
               f"{self.out}",
               file=sys.stderr)
+        for line in getattr(self, "finetune_lines", ()):
+            print(f"minissd.train: {line}", file=sys.stderr)
         if self.spec["kind"] != "synthetic":
             side = median_object_side(self.train_set, c.image_size)
             if side is not None and side < SMALL_OBJECT_PIXELS:
@@ -201,7 +228,11 @@ class Trainer:
         if comm is not None:
             grads, loss, loc_loss, conf_loss = self.reduce_step(grads, loss, loc_loss, conf_loss)
         self.updating = True
-        self.opt.step(self.model.params(), grads, self.lr)
+        if self.frozen_params or self.lr_scale is not None:     # fine-tuning
+            params = [(n, w) for n, w in self.model.params() if n not in self.frozen_params]
+            self.opt.step(params, grads, self.lr, lr_scale=self.lr_scale)
+        else:
+            self.opt.step(self.model.params(), grads, self.lr)
         self.updating, self.completed = False, step + 1
         parts = backend.get_array_module(loss).stack([loss, loc_loss, conf_loss])
         self.sums = parts if self.sums is None else self.sums + parts

@@ -58,6 +58,11 @@ class TrainSettings:
     max_iters: int | None = None   # None: no upper bound
     warmup_fraction: float = 0.0   # warm-up as a fraction of iters
     milestone_fractions: tuple[float, ...] = ()    # lr x0.1 at these fractions of iters
+    # Fine-tuning (train --weights; training/finetune.py, minissd/freeze.py):
+    weights: str | None = None     # the trained detector the run starts from (None: scratch)
+    prototxt: str | None = None    # its Caffe deploy net, when weights is a .caffemodel
+    freeze: str = "none"           # "base" | "extras" (base and extras) | "none": not trained
+    body_lr_mult: float = 1.0      # learning rate of the body (base, extras) = lr * this
 
     def to_dict(self) -> dict:
         """The settings as JSON-friendly values (milestones as a list once dumped)."""
@@ -133,6 +138,32 @@ SSD_COCO_RECIPE = dataclasses.replace(
 # ssd300/ssd512 on the synthetic set: the VOC recipe, on a 2000 + 300 image synthetic set.
 VOC_RECIPE_ON_2000_SYNTHETIC = dataclasses.replace(SSD300_VOC_RECIPE, num_train=2000,
                                                    num_val=300)
+
+
+# ---------------------------------------------------------------------------------------------
+# FINE-TUNING (train --weights FILE): a run that starts from a trained detector. Shorter than
+# from scratch and at a lower learning rate, with a longer warm-up, so the first steps of the
+# new (re-initialised) heads do not wreck the features the body brings: Adam at a quarter of
+# the tiny recipe's rate, 5% of the steps of warm-up, x0.1 at 75% and 90%, a third of the
+# from-scratch length in epochs (at least FINETUNE_MIN_ITERS steps), the light augmentation.
+# The body's learning rate is lr x body_lr_mult (1: the whole network at lr). Measured on a
+# shapes folder (README, "Fine-tuning"): see the figures there.
+FINETUNE_MIN_ITERS = 1500
+FINETUNE_MAX_ITERS = 8000
+FINETUNE_RECIPE = dataclasses.replace(
+    TINY_ON_OWN_DATA, lr=5e-4, config="finetune", epochs=TINY_OWN_EPOCHS / 3,
+    min_iters=FINETUNE_MIN_ITERS, max_iters=FINETUNE_MAX_ITERS, iters=FINETUNE_MIN_ITERS,
+    warmup_fraction=0.05, warmup=75, milestone_fractions=(0.75, 0.9), milestones=(1125, 1350),
+    eval_every=500)
+# on the synthetic set (no --voc-root): its 2000 training images, flips only
+FINETUNE_ON_SYNTHETIC = dataclasses.replace(FINETUNE_RECIPE, num_train=2000, num_val=300,
+                                            augment="flip")
+
+
+def finetune_settings(on_voc: bool) -> TrainSettings:
+    """The fine-tuning recipe (train --weights) on your data or on the synthetic set."""
+    return FINETUNE_RECIPE if on_voc else FINETUNE_ON_SYNTHETIC
+# ---------------------------------------------------------------------------------------------
 
 
 def default_settings(config_name: str, on_voc: bool) -> TrainSettings:
