@@ -122,9 +122,13 @@ def describe(weights, parent_config, config, report, freeze, body_lr_mult):
     if report["heads_kept"]:
         lines.append(f"heads kept: the same {len(config.class_names)} classes "
                      f"({classes(config.class_names)})")
+    elif tuple(parent_config.class_names) == tuple(config.class_names):
+        lines.append("heads re-initialised: the same classes, but the weights' heads do not "
+                     f"fit the {config.name} network (other default boxes per location)")
     else:
-        lines.append(f"heads re-initialised: the weights' classes ({classes(parent_config.class_names)}) "
-                     f"are not this run's ({classes(config.class_names)})")
+        theirs, ours = classes(parent_config.class_names), classes(config.class_names)
+        lines.append(f"heads re-initialised: the weights' classes ({theirs}) are not this "
+                     f"run's ({ours})")
     return lines
 
 
