@@ -219,7 +219,7 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     base = _recipe(args)
     given = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     s = dataclasses.replace(
-        base, **given, procs=_procs(args), config=args.config or finetune.OWN_NETWORK,
+        base, **given, procs=_procs(args), config=_config_name(args),
         seed=args.seed, weights=_weights_path(args.weights),
         prototxt=None if args.prototxt is None else os.path.abspath(args.prototxt),
         freeze=args.freeze, body_lr_mult=args.body_lr_mult,
@@ -310,7 +310,14 @@ def _recipe(args):
     the config's (training/settings.py)."""
     if args.weights is not None:
         return finetune_settings(_own_data(args))
-    return default_settings(args.config, on_voc=_own_data(args))
+    return default_settings(_config_name(args), on_voc=_own_data(args))
+
+
+def _config_name(args):
+    """--config, else tiny; with --weights and no --config, the weights' own network."""
+    if args.config is not None:
+        return args.config
+    return finetune.OWN_NETWORK if args.weights is not None else "tiny"
 
 
 def _weights_path(weights):
