@@ -269,3 +269,45 @@ def test_vgg_plans_are_chains_with_inputs():
         for p in plan:
             if p.stage in ("loc", "conf"):
                 assert p.inputs == (src[p.source],)
+
+
+@pytest.mark.parametrize("make", [resnetish, res10_face])
+def test_plan_readers_draw_or_refuse_body_configs(make):
+    """viz.draw_plan draws a body plan (every source, its boxes, the total); the memory
+    estimate and the torch twin, written for the VGG plans, refuse it in one line naming it."""
+    from minissd import viz
+    from minissd.bench.layers import ssd_conv_shapes
+    from minissd.bench.memory import step_memory
+    from minissd.bench.model import build_torch_ssd
+    cfg = make()
+    ax = viz.draw_plan(layer_plan(cfg), title=cfg.name)
+    texts = [t.get_text() for t in ax.texts]
+    sources = [t for t in texts if t.startswith("source ")]
+    assert len(sources) == len(cfg.sources)
+    for k, (name, f, b) in enumerate(zip(cfg.sources, cfg.feature_maps, cfg.mbox)):
+        assert sources[k].startswith(f"source {k}\n{name}\n{f}x{f}x")
+        assert any(f"{f}x{f}x{b}\n= {f * f * b} boxes" in t for t in texts), (k, f, b)
+    assert any(t.startswith(f"sum: {cfg.num_priors()} boxes") for t in texts)
+    assert len(ssd_conv_shapes(cfg)) == sum(p.kind == "conv" for p in layer_plan(cfg))
+    with pytest.raises(ValueError, match=f"config '{cfg.name}' has a body"):
+        step_memory(cfg, 2)
+    with pytest.raises(ValueError, match=f"config '{cfg.name}' has a body"):
+        build_torch_ssd(cfg, torch=None)
+
+
+def test_checkpoint_round_trip_and_predict(tmp_path):
+    """A body model saved as a minissd checkpoint comes back as the same network (config from
+    the metadata, arrays by name), and inference.predict runs it."""
+    from minissd.inference import load_model, predict
+    from minissd.weights import save_checkpoint
+    cfg = resnetish()
+    model = SSD(cfg, rng=3).eval()
+    save_checkpoint(tmp_path / "body.npz", model.state_dict(), {"config": cfg.to_dict()})
+    back, back_cfg, _ = load_model(str(tmp_path / "body.npz"))
+    assert back_cfg == cfg and isinstance(back, BodySSD)
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    for a, b in zip(back.eval().forward(x), model.forward(x)):
+        np.testing.assert_array_equal(a, b)
+    images = [np.random.default_rng(1).integers(0, 255, (50, 70, 3), dtype=np.uint8)]
+    dets = predict(back, back_cfg, images, default_boxes(back_cfg))
+    assert len(dets) == 1
