@@ -92,7 +92,7 @@ class BodyLayer:
     """
     name: str                  # unique; its arrays are "<name>.weight", "<name>.bias", ...
     kind: str                  # one of BODY_KINDS
-    inputs: tuple = ()         # names of EARLIER BodyLayers it reads; "data" = the preprocessed image
+    inputs: tuple = ()         # names of EARLIER BodyLayers it reads; "data" = the image
     out_channels: int = 0      # conv
     kernel: int = 1            # conv, maxpool (square)
     stride: int = 1            # conv, maxpool
@@ -100,7 +100,7 @@ class BodyLayer:
     dilation: int = 1          # conv
     bias: bool = True          # conv, scale: has a bias term ("<name>.bias")
     ceil_mode: bool = False    # maxpool: round the output size up (Caffe always does: True)
-    affine: bool = True        # batchnorm: own weight/bias; False = Caffe's BatchNorm (a Scale follows)
+    affine: bool = True        # batchnorm: own weight/bias; False = Caffe's (a Scale follows)
     eps: float = 1e-5          # batchnorm eps; l2norm eps (Caffe Normalize: 1e-10)
     channel_shared: bool = False   # l2norm: one scale for all channels ("<name>.weight" shape (1,))
     init_scale: float = 1.0    # l2norm: initial scale (SSD: 20)
