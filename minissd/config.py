@@ -105,6 +105,11 @@ class BodyLayer:
     channel_shared: bool = False   # l2norm: one scale for all channels ("<name>.weight" shape (1,))
     init_scale: float = 1.0    # l2norm: initial scale (SSD: 20)
 
+    def __post_init__(self):
+        # inputs as a tuple of names: a list is copied, one name alone ("data") is wrapped
+        names = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        object.__setattr__(self, "inputs", names)
+
 
 _VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
 
@@ -153,6 +158,7 @@ class SSDConfig:
 
     def __post_init__(self):
         if self.body or self.sources:
+            self.body, self.sources = tuple(self.body), tuple(self.sources)
             check_body(self)
 
     @property
