@@ -21,7 +21,7 @@ ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
 A body that is not VGG (a ResNet, an imported Caffe net) is given instead as `body`, a flat list
 of BodyLayer that each name their inputs, as a Caffe deploy net does; `sources` then names the
 layers whose outputs feed the heads, and base, fc, extras, l2norm_conv, l2norm_scale and
-batch_norm are ignored (minissd.plan.layer_plan, minissd.body).
+batch_norm are ignored (minissd.plan.layer_plan, minissd.model.BodySSD).
 """
 from __future__ import annotations
 

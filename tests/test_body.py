@@ -1,4 +1,4 @@
-"""Bodies that are not VGG (SSDConfig.body, minissd.body.BodySSD): plan shapes, forward,
+"""Bodies that are not VGG (SSDConfig.body, minissd.model.BodySSD): plan shapes, forward,
 full-network gradients, state dicts, config round trips, training, batch norm modes, errors."""
 import dataclasses
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from body_configs import res10_face, resnetish
-from minissd.body import BodySSD
+from minissd.model import BodySSD
 from minissd.config import BodyLayer, SSDConfig
 from minissd.gradcheck import check_gradients
 from minissd.model import SSD
