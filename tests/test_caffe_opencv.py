@@ -73,6 +73,7 @@ def _check_all(config, model, net, image_rgb, above=0.3):
 def test_face_detector_matches_opencv(face, photos, name):
     config, model, net = face
     figures = _check_all(config, model, net, photos[name])
+    print(f"res10 {name}: {figures}")                     # the README's figures (pytest -s)
     assert figures["detections"] >= {"astronaut": 1, "camera": 1, "crowd": 3}[name]
 
 
@@ -100,6 +101,7 @@ def test_vgg_ssd_random_weights_match_opencv(tmp_path, photos, file_name):
     assert (config.image_size, config.num_classes) == (size, classes)
     figures = _check_all(config, model, cv2.dnn.readNetFromCaffe(prototxt, caffemodel),
                          photos["astronaut"])
+    print(f"{file_name} (random weights): {figures}")
     assert figures["detections"] > 0
 
 
