@@ -21,7 +21,7 @@ ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
 A body that is not VGG (a ResNet, an imported Caffe net) is given instead as `body`, a flat list
 of BodyLayer that each name their inputs, as a Caffe deploy net does; `sources` then names the
 layers whose outputs feed the heads, and base, fc, extras, l2norm_conv, l2norm_scale and
-batch_norm are ignored (minissd.plan.layer_plan, minissd.body).
+batch_norm are ignored (minissd.plan.layer_plan, minissd.model.BodySSD).
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class BodyLayer:
     """
     name: str                  # unique; its arrays are "<name>.weight", "<name>.bias", ...
     kind: str                  # one of BODY_KINDS
-    inputs: tuple = ()         # names of EARLIER BodyLayers it reads; "data" = the preprocessed image
+    inputs: tuple = ()         # names of EARLIER BodyLayers it reads; "data" = the image
     out_channels: int = 0      # conv
     kernel: int = 1            # conv, maxpool (square)
     stride: int = 1            # conv, maxpool
@@ -100,10 +100,15 @@ class BodyLayer:
     dilation: int = 1          # conv
     bias: bool = True          # conv, scale: has a bias term ("<name>.bias")
     ceil_mode: bool = False    # maxpool: round the output size up (Caffe always does: True)
-    affine: bool = True        # batchnorm: own weight/bias; False = Caffe's BatchNorm (a Scale follows)
+    affine: bool = True        # batchnorm: own weight/bias; False = Caffe's (a Scale follows)
     eps: float = 1e-5          # batchnorm eps; l2norm eps (Caffe Normalize: 1e-10)
     channel_shared: bool = False   # l2norm: one scale for all channels ("<name>.weight" shape (1,))
     init_scale: float = 1.0    # l2norm: initial scale (SSD: 20)
+
+    def __post_init__(self):
+        # inputs as a tuple of names: a list is copied, one name alone ("data") is wrapped
+        names = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        object.__setattr__(self, "inputs", names)
 
 
 _VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
@@ -153,6 +158,7 @@ class SSDConfig:
 
     def __post_init__(self):
         if self.body or self.sources:
+            self.body, self.sources = tuple(self.body), tuple(self.sources)
             check_body(self)
 
     @property

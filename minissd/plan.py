@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from .ops.conv import conv_output_size
 from .ops.pool import pool_output_size
+from .plan_body import body_entries
 
 # The confidence heads start at a tenth of Xavier's scale, so an untrained network's class
 # scores are nearly uniform and its confidence loss starts near log(C), even for the hardest
@@ -132,7 +133,6 @@ def layer_plan(config) -> tuple:
     map shrinking below 1x1; for a body: a layer whose shapes do not fit, minissd.plan_body).
     """
     if config.body:
-        from .plan_body import body_plan             # plan_body reads this module's helpers
         body = body_plan(config)
         if len(config.mbox) != len(config.sources):
             raise ValueError(f"config {config.name!r}: mbox has {len(config.mbox)} entries but "
@@ -206,6 +206,12 @@ def layer_plan(config) -> tuple:
 
     plan = _chain_inputs(plan)
     return tuple(plan) + _heads(config, plan)
+
+
+def body_plan(config) -> tuple:
+    """The body entries of a body config's plan (stage "body"), without the heads: one
+    PlannedLayer per config.body entry, shapes computed by minissd.plan_body."""
+    return tuple(PlannedLayer(**fields) for fields in body_entries(config))
 
 
 def _chain_inputs(trunk):
@@ -290,7 +296,6 @@ def source_shapes(config) -> tuple:
     """(C, H, W) of every source feature map (SSD300: (512, 38, 38), (1024, 19, 19), ...).
     For a body config only the body is planned (mbox may still be empty)."""
     if config.body:
-        from .plan_body import body_plan
         return tuple(_source_shapes(body_plan(config)))
     return tuple(_source_shapes(layer_plan(config)))
 

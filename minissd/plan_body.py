@@ -1,7 +1,9 @@
 """The layer plan of a body config: a flat list of BodyLayer (minissd.config), each naming
-its inputs, turned into PlannedLayer entries (minissd.plan) with their shapes.
+its inputs, turned into the fields of PlannedLayer entries (minissd.plan) with their shapes.
 
-    body_plan(config) -> (PlannedLayer, ...)     one per BodyLayer, stage "body", in order
+    body_entries(config) -> [dict, ...]     one per BodyLayer, in order: the keyword arguments
+                                            of its PlannedLayer (stage "body");
+                                            minissd.plan.body_plan makes the entries
 
 The shapes are computed layer by layer from the image (3, S, S), each layer from the shapes of
 the layers it reads:
@@ -23,11 +25,11 @@ from __future__ import annotations
 
 from .ops.conv import conv_output_size
 from .ops.pool import pool_output_size
-from .plan import PlannedLayer
 
 
-def body_plan(config) -> tuple:
-    """One PlannedLayer per config.body entry, with shapes, params, buffers and inputs.
+def body_entries(config) -> list:
+    """One PlannedLayer's fields (a dict) per config.body entry: shapes, params, buffers,
+    inputs.
 
     Raises ValueError naming the layer and the fix when a shape does not fit (a map shrinking
     below 1x1, inputs of an eltwise_sum that differ, a pool Caffe would size differently).
@@ -40,21 +42,16 @@ def body_plan(config) -> tuple:
         in_shapes = [shapes[n] for n in layer.inputs]
         shape = in_shapes[0]
         entry = _entry(layer, shape, in_shapes, where)
-        entry = PlannedLayer(
-            layer.name, layer.name, "body", layer.kind, layer.name, shape, entry["out"],
-            kernel=entry.get("kernel", 0), stride=entry.get("stride", 1),
-            padding=entry.get("padding", 0), dilation=entry.get("dilation", 1),
-            ceil_mode=entry.get("ceil_mode", False), source=source_of.get(layer.name),
-            init_scale=entry.get("init_scale", 1.0), params=entry.get("params", ()),
-            buffers=entry.get("buffers", ()), inputs=tuple(layer.inputs),
-            eps=entry.get("eps"))
-        c, h, w = entry.out_shape
+        entry.update(name=layer.name, unit=layer.name, stage="body", kind=layer.kind,
+                     label=layer.name, in_shape=shape, out_shape=entry.pop("out"),
+                     source=source_of.get(layer.name), inputs=tuple(layer.inputs))
+        c, h, w = entry["out_shape"]
         if min(c, h, w) < 1:
-            raise ValueError(f"{where}: its output {entry.out_shape} from input {shape} is "
+            raise ValueError(f"{where}: its output {entry['out_shape']} from input {shape} is "
                              "empty; use a larger image_size or a smaller kernel/stride")
-        shapes[layer.name] = entry.out_shape
+        shapes[layer.name] = entry["out_shape"]
         plan.append(entry)
-    return tuple(plan)
+    return plan
 
 
 def _entry(layer, shape, in_shapes, where) -> dict:

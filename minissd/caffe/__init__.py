@@ -23,6 +23,7 @@ import os
 from ..config import COCO_CLASS_NAMES, VOC_CLASS_NAMES, SSDConfig
 from ..torchfile import CheckpointError
 from .reader import read_caffemodel, read_prototxt
+from .random_weights import write_caffemodel  # noqa: F401 (minissd.caffe.write_caffemodel)
 from .ssd import ssd_fields
 
 OPENCV_FACE = "opencv-face"

@@ -141,9 +141,10 @@ def net_nodes(net, path):
 def _shape(layer, ins, path):
     t = layer.type
     need = {"Eltwise": None, "Concat": None, "PriorBox": 2, "DetectionOutput": 3}.get(t, 1)
-    if (need is not None and len(ins) != need) or (need is None and len(ins) < 2):
+    least = 2 if t == "Eltwise" else 1
+    if (need is not None and len(ins) != need) or len(ins) < least:
         fail(path, layer, f"{len(ins)} bottoms; a {t} layer here takes "
-             f"{need if need else 'two or more'}")
+             f"{need if need else f'{least} or more'}")
     x = ins[0]
     if t in ("Convolution", "Pooling") and len(x) != 4:
         fail(path, layer, f"input of shape {x}, not (N, C, H, W)")

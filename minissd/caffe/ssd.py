@@ -123,8 +123,8 @@ def _priorboxes(nodes, top, path):
         fail(path, concat.layer, "the PriorBox Concat joins along axis 2")
     boxes = [_producer(nodes, p, "PriorBox", path, concat).name for p in concat.inputs]
     for p in boxes:
-        if nodes[p].inputs[1] != "data":
-            fail(path, nodes[p].layer, "its second bottom must be the image")
+        if nodes[nodes[p].inputs[1]].shape[2:] != nodes["data"].shape[2:]:
+            fail(path, nodes[p].layer, "its second bottom must be the image (its size)")
     return boxes
 
 

@@ -3,7 +3,7 @@
     y = x_0 + x_1 + ... + x_{m-1}          every x_i and y (N, C, H, W), m >= 2
 
 Backward: each input gets dy itself (dy_i = dy, for every i). The SAME array is handed to
-every input; a caller that adds into a gradient must not do it in place (minissd.body's
+every input; a caller that adds into a gradient must not do it in place (model.BodySSD's
 backward adds with `+`, which makes a new array).
 """
 from __future__ import annotations
