@@ -22,6 +22,7 @@ from minissd.inference import load_model
 from minissd.model import SSD
 from minissd.priors import default_boxes
 from minissd.training import finetune
+from minissd.training.settings import FINETUNE_RECIPE, TINY_ON_OWN_DATA
 from minissd.weights import load_checkpoint, save_checkpoint
 
 SHAPES = ("arrow", "diamond", "hexagon")          # tests/shape_sets.py's polygons, sorted
@@ -303,3 +304,16 @@ def test_res10_face_finetunes_at_another_size(tmp_path, shapes, capsys):
         if p.name in part_layers(plan, "base"):
             for k, _ in p.params + p.buffers:
                 np.testing.assert_array_equal(arrays[f"{p.name}.{k}"], pstate[f"{p.name}.{k}"])
+
+
+def test_weights_pick_the_finetuning_recipe(tmp_path):
+    p = train.build_parser()
+    args = p.parse_args(["--weights", "opencv-face", "--voc-root", str(tmp_path)])
+    s = train.resolve_settings(args, num_train=600)
+    assert (s.lr, s.optimizer, s.iters, s.warmup, s.milestones) == \
+        (FINETUNE_RECIPE.lr, "adam", FINETUNE_RECIPE.min_iters, 75, (1125, 1350))
+    assert s.lr < TINY_ON_OWN_DATA.lr and s.iters < TINY_ON_OWN_DATA.min_iters
+    assert (s.weights, s.config, s.freeze, s.body_lr_mult) == \
+        ("opencv-face", finetune.OWN_NETWORK, "none", 1.0)
+    help_text = " ".join(p.format_help().split())
+    assert "--freeze {none,base,extras}" in help_text and "first source" in help_text
