@@ -461,15 +461,18 @@ class MultiBoxHeads(Container):
         return loc, conf
 
     def backward(self, dloc, dconf, need_dx=True):
-        """Gradients of the stacked convs into each conv's grads; returns each source's
-        (need_dx=False: a list of None, when nothing below the heads trains)."""
+        """Gradients of the stacked convs into each conv's grads; returns each source's.
+        need_dx: False, or one bool per source, skips those sources' gradients (None in
+        their place): fine-tuning with frozen layers below them (minissd/freeze.py)."""
         if self._caches is None:
             raise RuntimeError("MultiBoxHeads.backward: no forward cache; call forward "
                                "(with keep_cache=True) right before backward")
         xp = get_array_module(dloc)
         n, c = dloc.shape[0], self.num_classes
         dsources, start = [], 0
-        for cache, lconv, cconv, k in zip(self._caches, self.loc, self.conf, self.boxes):
+        needs = [need_dx] * len(self.loc) if isinstance(need_dx, bool) else list(need_dx)
+        for cache, lconv, cconv, k, need in zip(self._caches, self.loc, self.conf, self.boxes,
+                                                needs):
             hh, ww = cache.out_hw
             stop = start + hh * ww * k
             # y = y.transpose(0, 2, 3, 1); loc[:, start:stop] = y[..., :4k].reshape(...); conf too
@@ -478,7 +481,7 @@ class MultiBoxHeads(Container):
                                 axis=3)                                  # (N, H, W, k(4+C))
             dy = dy.transpose(0, 3, 1, 2)                                # (N, k(4+C), H, W)
             # y, cache = conv2d_forward(s, w, b, 1, lconv.padding)
-            ds, dw, db = conv2d_backward(dy, cache, need_dx)
+            ds, dw, db = conv2d_backward(dy, cache, need)
             # w = concatenate([lconv.weight, cconv.weight]): the gradient splits the same way
             lconv.grads = {"weight": dw[:k * 4], "bias": db[:k * 4]}
             cconv.grads = {"weight": dw[k * 4:], "bias": db[k * 4:]}

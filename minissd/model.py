@@ -243,7 +243,7 @@ class SSD(Container):
         name_of = {id(layer): name for name, layer in self.leaf_by_name.items()}
         try:
             heads_in = [p.inputs[0] for p in stage_layers(self.plan, "loc")]  # head k's source
-            dsources = self.heads.backward(dloc, dconf, need_dx=any(map(self._needs, heads_in)))
+            dsources = self.heads.backward(dloc, dconf, need_dx=[self._needs(n) for n in heads_in])
 
             def unit_backward(unit, dh):
                 """A layer or a conv-BN-ReLU unit; its first conv is spared its dx when
@@ -374,13 +374,12 @@ class BodySSD(SSD):
             """Whether the gradient of blob `name` is needed."""
             return need_dx if name == "data" else needed is None or name in needed
 
-        sources_wanted = any(map(wanted, self.config.sources))
-        dsources = self.heads.backward(dloc, dconf, need_dx=sources_wanted)
+        dsources = self.heads.backward(dloc, dconf,
+                                       need_dx=[wanted(n) for n in self.config.sources])
         self.heads.clear_cache()
-        if sources_wanted:
-            for name, dsrc in zip(self.config.sources, dsources):
-                if wanted(name):
-                    add(name, dsrc)
+        for name, dsrc in zip(self.config.sources, dsources):
+            if wanted(name):
+                add(name, dsrc)
         del dsources
         for p in reversed(self.body_plan):
             layer = self.layers[p.name]
