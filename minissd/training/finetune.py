@@ -26,6 +26,7 @@ a new optimizer; its checkpoints resume like any other run's.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from ..config import get_config, resized
 from ..freeze import part_layers
@@ -45,8 +46,24 @@ class FinetuneError(CheckpointError):
 
 def parent(weights, prototxt=None):
     """(config, state) of the detector in `weights` (CheckpointError naming the file)."""
+    _check_kind(weights)
     model, config, _ = load_weights(weights, prototxt)
     return config, model.state_dict()
+
+
+def _check_kind(path):
+    """CheckpointError when `path` is a file of no kind load_weights reads: every one of them
+    is a zip (torch.save's, a minissd .npz), a pickle (torch's legacy .pth: protocol 2+
+    starts with byte 0x80) or a .caffemodel (protobuf, known by its name)."""
+    path = str(path)
+    if path == OPENCV_FACE or path.endswith(".caffemodel") or not os.path.isfile(path):
+        return                                  # load_weights says what is wrong
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path}: not a weights file of a kind minissd reads (a .pth "
+                              "from torchvision or ssd.pytorch, a Caffe .caffemodel, a minissd "
+                              ".npz); pass one of those, or opencv-face")
 
 
 def child_config(parent_config, class_names, config_name=None, image_size=None):
