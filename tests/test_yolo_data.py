@@ -15,7 +15,8 @@ pytest.importorskip("yaml", reason="pip install pyyaml")
 
 from minissd import evaluate, train  # noqa: E402
 from minissd.data.coco import COCODataset  # noqa: E402
-from minissd.data.synthetic import CLASSES, generate, write_coco_files, write_yolo_files  # noqa: E402
+from minissd.data.synthetic import (CLASSES, generate, write_coco_files,  # noqa: E402
+                                    write_yolo_files)
 from minissd.data.voc import DataError, VOCDataset  # noqa: E402
 from minissd.data.yolo import YOLODataset, label_path, yolo_spec  # noqa: E402
 
