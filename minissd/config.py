@@ -17,6 +17,11 @@ The first source feature map is the ReLU output of base conv number `l2norm_conv
 10 is conv4_3), passed through L2Norm. The second is conv7. The others come from the extra
 layers: `extras` is a list of (out_channels, kernel, stride, padding) convs, each followed by a
 ReLU, and every second one (conv8_2, conv9_2, ...) is a source.
+
+A body that is not VGG (a ResNet, an imported Caffe net) is given instead as `body`, a flat list
+of BodyLayer that each name their inputs, as a Caffe deploy net does; `sources` then names the
+layers whose outputs feed the heads, and base, fc, extras, l2norm_conv, l2norm_scale and
+batch_norm are ignored (minissd.plan.layer_plan, minissd.model.BodySSD).
 """
 from __future__ import annotations
 
@@ -66,6 +71,46 @@ COCO_91_CATEGORIES = (
     "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )
 
+BODY_KINDS = ("conv", "batchnorm", "scale", "relu", "maxpool", "eltwise_sum", "l2norm")
+
+
+@dataclass(frozen=True)
+class BodyLayer:
+    """One layer of a body given as a flat list (Caffe's deploy net): it names its inputs.
+
+    Its arrays are "<name>.weight", "<name>.bias", "<name>.running_mean", ... (minissd.plan
+    lists them with their shapes). kind:
+      conv         out_channels, kernel (square), stride, padding, dilation, bias
+      batchnorm    eps; affine: own weight/bias (False = Caffe's BatchNorm, a Scale follows)
+      scale        y = x * weight[c] + bias[c] (bias: has a bias)
+      relu         y = max(x, 0)
+      maxpool      kernel, stride, padding, ceil_mode (Caffe always rounds up: True);
+                   padded cells count as -inf
+      eltwise_sum  y = the sum of two or more inputs of one shape (a residual join)
+      l2norm       Caffe's Normalize (across_spatial false): y = x / sqrt(sum_c x^2 + eps) * w,
+                   w (C,), or (1,) with channel_shared; init_scale its initial value (SSD: 20)
+    """
+    name: str                  # unique; its arrays are "<name>.weight", "<name>.bias", ...
+    kind: str                  # one of BODY_KINDS
+    inputs: tuple = ()         # names of EARLIER BodyLayers it reads; "data" = the image
+    out_channels: int = 0      # conv
+    kernel: int = 1            # conv, maxpool (square)
+    stride: int = 1            # conv, maxpool
+    padding: int = 0           # conv, maxpool
+    dilation: int = 1          # conv
+    bias: bool = True          # conv, scale: has a bias term ("<name>.bias")
+    ceil_mode: bool = False    # maxpool: round the output size up (Caffe always does: True)
+    affine: bool = True        # batchnorm: own weight/bias; False = Caffe's (a Scale follows)
+    eps: float = 1e-5          # batchnorm eps; l2norm eps (Caffe Normalize: 1e-10)
+    channel_shared: bool = False   # l2norm: one scale for all channels ("<name>.weight" shape (1,))
+    init_scale: float = 1.0    # l2norm: initial scale (SSD: 20)
+
+    def __post_init__(self):
+        # inputs as a tuple of names: a list is copied, one name alone ("data") is wrapped
+        names = (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
+        object.__setattr__(self, "inputs", names)
+
+
 _VGG16_BASE = (64, 64, "M", 128, 128, "M", 256, 256, 256, "C", 512, 512, 512, "M", 512, 512, 512)
 
 
@@ -106,6 +151,15 @@ class SSDConfig:
     per_class_top_k: int = 400              #   nms_threshold, top_k per image
     clip_boxes: bool = False                # clip decoded boxes to the image before NMS
     wh_clamp: float | None = None           # cap on the log size change of a decoded box
+    # --- a body that is not VGG (empty: the VGG network above; see the module docstring) ---
+    body: tuple = ()                        # BodyLayer, in forward order
+    sources: tuple = ()                     # names of the body layers feeding head 0, 1, ...
+    head_kernel: int = 3                    # loc/conf convs: kernel, padding kernel // 2
+
+    def __post_init__(self):
+        if self.body or self.sources:
+            self.body, self.sources = tuple(self.body), tuple(self.sources)
+            check_body(self)
 
     @property
     def num_classes(self) -> int:
@@ -118,7 +172,7 @@ class SSDConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SSDConfig":
-        """Inverse of to_dict; lists become tuples again."""
+        """Inverse of to_dict; lists become tuples again, body entries BodyLayers again."""
         def tup(v):
             if isinstance(v, (list, tuple)):
                 return tuple(tup(x) for x in v)
@@ -130,7 +184,10 @@ class SSDConfig:
         if unknown:
             raise ValueError(f"unknown SSDConfig fields {sorted(unknown)} (a checkpoint from "
                              "a newer minissd?)")
-        return cls(**{k: tup(v) for k, v in d.items()})
+        d = {k: tup(v) for k, v in d.items()}
+        if d.get("body"):
+            d["body"] = tuple(_body_layer(entry, d.get("name")) for entry in d["body"])
+        return cls(**d)
 
     def scales(self):
         """(min_sizes, max_sizes) in pixels: the explicit ones, or the paper's formula.
@@ -149,6 +206,73 @@ class SSDConfig:
     def num_priors(self) -> int:
         """Total default boxes: sum over sources of f_k^2 * boxes per location."""
         return sum(f * f * k for f, k in zip(self.feature_maps, self.mbox))
+
+
+def _body_layer(entry, config_name) -> BodyLayer:
+    """A BodyLayer from its to_dict form (a dict), or the BodyLayer itself."""
+    if isinstance(entry, BodyLayer):
+        return entry
+    known = {f.name for f in dataclasses.fields(BodyLayer)}
+    unknown = set(entry) - known
+    if unknown or "name" not in entry or "kind" not in entry:
+        raise ValueError(f"config {config_name!r}: body entry {entry.get('name', entry)!r} has "
+                         f"unknown fields {sorted(unknown)} or lacks name/kind; a body entry "
+                         f"takes {sorted(known)}")
+    return BodyLayer(**entry)
+
+
+def check_body(config):
+    """Raise ValueError naming the layer and the fix when config.body / config.sources do not
+    describe a network: an unknown kind, a repeated name, an input that is not an earlier
+    layer, the wrong number of inputs, a conv without out_channels, a layer nobody reads, a
+    source that is not a body layer. (Shapes are checked by minissd.plan.layer_plan.)"""
+    where = f"config {config.name!r}"
+    if not config.body:
+        raise ValueError(f"{where}: sources {tuple(config.sources)} are given without a body; "
+                         "sources name body layers, so give body too or leave sources empty")
+    seen = {}
+    for i, layer in enumerate(config.body):
+        if not isinstance(layer, BodyLayer):
+            raise ValueError(f"{where}: body[{i}] is a {type(layer).__name__}, not a BodyLayer; "
+                             "build the body from minissd.config.BodyLayer entries")
+        what = f"{where}: body layer {layer.name!r}"
+        if not layer.name or layer.name == "data" or layer.name in seen or \
+                layer.name.startswith(("loc.", "conf.")):
+            raise ValueError(f"{what} (body[{i}]): names must be unique, not empty, not 'data' "
+                             "and not start with 'loc.' or 'conf.' (the heads' names); rename it")
+        if layer.kind not in BODY_KINDS:
+            raise ValueError(f"{what}: unknown kind {layer.kind!r}; use one of "
+                             f"{', '.join(BODY_KINDS)}")
+        for name in layer.inputs:
+            if name != "data" and name not in seen:
+                raise ValueError(f"{what} reads {name!r}, which is not an earlier body layer "
+                                 "(or 'data', the image); list the layers in forward order and "
+                                 "name existing ones")
+        n_in = len(layer.inputs)
+        if (layer.kind == "eltwise_sum" and n_in < 2) or (layer.kind != "eltwise_sum" and
+                                                          n_in != 1):
+            want = "two or more inputs" if layer.kind == "eltwise_sum" else "exactly one input"
+            raise ValueError(f"{what} ({layer.kind}) has {n_in} inputs {tuple(layer.inputs)}; "
+                             f"it takes {want}")
+        if layer.kind == "conv" and layer.out_channels < 1:
+            raise ValueError(f"{what}: a conv needs out_channels >= 1, got "
+                             f"{layer.out_channels}; set out_channels")
+        seen[layer.name] = i
+    if not config.sources:
+        raise ValueError(f"{where}: a body needs sources, the names of the body layers whose "
+                         "outputs feed the heads; set sources")
+    for name in config.sources:
+        if name not in seen:
+            raise ValueError(f"{where}: source {name!r} is not a body layer; name one of the "
+                             f"body's layers (e.g. {config.body[-1].name!r})")
+    if len(set(config.sources)) != len(config.sources):
+        raise ValueError(f"{where}: sources {tuple(config.sources)} name a layer twice; give "
+                         "each source feature map once")
+    read = {name for layer in config.body for name in layer.inputs} | set(config.sources)
+    for layer in config.body:
+        if layer.name not in read:
+            raise ValueError(f"{where}: body layer {layer.name!r} is read by no layer and is "
+                             "not a source; remove it or add it to sources")
 
 
 def ssd300(num_classes: int = 21, class_names=None) -> SSDConfig:

@@ -27,12 +27,15 @@ from .backend import get_array_module
 from .ops.activation import relu_backward, relu_forward
 from .ops.batchnorm import batchnorm2d_backward, batchnorm2d_forward
 from .ops.conv import conv2d_backward, conv2d_forward
+from .ops.eltwise import eltwise_sum_backward, eltwise_sum_forward
 from .ops.l2norm import l2norm_backward, l2norm_forward
 from .ops.pool import maxpool2d_backward, maxpool2d_forward
+from .ops.scale import scale_backward, scale_forward
 
 
 class Layer:
-    """Base class of the leaf layers (Conv2d, MaxPool2d, ReLU, L2Norm, BatchNorm2d).
+    """Base class of the leaf layers (Conv2d, MaxPool2d, ReLU, L2Norm, BatchNorm2d, Scale,
+    EltwiseSum).
 
     A leaf layer keeps its trained arrays as attributes named in `param_names` (Conv2d.weight,
     Conv2d.bias) and its untrained saved arrays in `buffer_names` (BatchNorm2d.running_mean).
@@ -161,7 +164,8 @@ def _rng(rng):
 
 
 class Conv2d(Layer):
-    """2-D convolution with bias. weight (out_ch, in_ch, k, k), bias (out_ch,).
+    """2-D convolution with bias. weight (out_ch, in_ch, k, k), bias (out_ch,); bias=False:
+    no bias (param_names ("weight",), as Caffe's bias_term: false).
 
     Initialised as SSD does for its new layers: Xavier-uniform weight, i.e. uniform in
     [-a, a] with a = sqrt(6 / (fan_in + fan_out)), fan_in = in_ch*k*k, fan_out = out_ch*k*k,
@@ -171,7 +175,7 @@ class Conv2d(Layer):
     param_names = ("weight", "bias")
 
     def __init__(self, in_ch, out_ch, kernel, stride=1, padding=0, dilation=1, rng=None,
-                 dtype=np.float32, relu=False, init_scale=1.0):
+                 dtype=np.float32, relu=False, init_scale=1.0, bias=True):
         super().__init__()
         self.in_ch, self.out_ch, self.kernel = in_ch, out_ch, kernel
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -182,7 +186,11 @@ class Conv2d(Layer):
         self.weight = _new_param(w, dtype)
         if init_scale != 1.0:
             self.weight *= init_scale                    # in the parameter's dtype
-        self.bias = _new_param(np.zeros(out_ch), dtype)
+        if bias:
+            self.bias = _new_param(np.zeros(out_ch), dtype)
+        else:
+            self.param_names = ("weight",)
+            self.bias = None
 
     def forward(self, x):
         """x (N, in_ch, H, W) -> y (N, out_ch, Ho, Wo)."""
@@ -205,12 +213,13 @@ class Conv2d(Layer):
         if self.relu:
             dy = relu_backward(dy, relu_cache)
         dx, dw, db = conv2d_backward(dy, conv_cache, need_dx)
-        self.grads = {"weight": dw, "bias": db}
+        self.grads = {"weight": dw, "bias": db} if self.bias is not None else {"weight": dw}
         return dx
 
     def __repr__(self):
         return (f"Conv2d({self.in_ch}, {self.out_ch}, kernel={self.kernel}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}{', relu' if self.relu else ''})")
+                f"padding={self.padding}, dilation={self.dilation}{', relu' if self.relu else ''}"
+                f"{'' if self.bias is not None else ', bias=False'})")
 
 
 class MaxPool2d(Layer):
@@ -249,17 +258,20 @@ class ReLU(Layer):
 class L2Norm(Layer):
     """Per-position L2 normalisation over channels with a learnable per-channel scale.
 
-    weight (channels,) filled with `scale` (20 in SSD), as ssd.pytorch's L2Norm.
+    weight (channels,) filled with `scale` (20 in SSD), as ssd.pytorch's L2Norm (eps added to
+    the norm). eps_inside=True: Caffe's Normalize (eps under the square root, ops/l2norm.py);
+    channel_shared=True: one scale for every channel, weight (1,).
     """
     param_names = ("weight",)
 
-    def __init__(self, channels, scale=20.0, eps=1e-10, dtype=np.float32):
+    def __init__(self, channels, scale=20.0, eps=1e-10, dtype=np.float32, eps_inside=False,
+                 channel_shared=False):
         super().__init__()
-        self.channels, self.eps = channels, eps
-        self.weight = _new_param(np.full(channels, scale), dtype)
+        self.channels, self.eps, self.eps_inside = channels, eps, eps_inside
+        self.weight = _new_param(np.full(1 if channel_shared else channels, scale), dtype)
 
     def forward(self, x):
-        y, self.cache = l2norm_forward(x, self.weight, self.eps)
+        y, self.cache = l2norm_forward(x, self.weight, self.eps, self.eps_inside)
         return y
 
     def backward(self, dy):
@@ -275,6 +287,7 @@ class BatchNorm2d(Layer):
     """Batch normalisation per channel (ops/batchnorm.py), as torch.nn.BatchNorm2d.
 
     weight (C,) ones, bias (C,) zeros; buffers running_mean (C,) zeros, running_var (C,) ones.
+    affine=False: no weight and bias (y = xhat; Caffe's BatchNorm, which a Scale follows).
     `training` True: batch statistics, running ones updated; False: the running statistics
     (inference). `reduce`: None, or a function summing an array over processes, which makes
     it synchronized batch norm (minissd/distributed.py's sync_batch_norm sets it).
@@ -283,11 +296,15 @@ class BatchNorm2d(Layer):
     buffer_names = ("running_mean", "running_var")
     reduce = None
 
-    def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32):
+    def __init__(self, channels, momentum=0.1, eps=1e-5, dtype=np.float32, affine=True):
         super().__init__()
         self.channels, self.momentum, self.eps = channels, momentum, eps
-        self.weight = _new_param(np.ones(channels), dtype)
-        self.bias = _new_param(np.zeros(channels), dtype)
+        if affine:
+            self.weight = _new_param(np.ones(channels), dtype)
+            self.bias = _new_param(np.zeros(channels), dtype)
+        else:
+            self.param_names = ()
+            self.weight = self.bias = None
         self.running_mean = _new_param(np.zeros(channels), dtype)
         self.running_var = _new_param(np.ones(channels), dtype)
 
@@ -299,11 +316,57 @@ class BatchNorm2d(Layer):
 
     def backward(self, dy):
         dx, dgamma, dbeta = batchnorm2d_backward(dy, self.cache, reduce=self.reduce)
-        self.grads = {"weight": dgamma, "bias": dbeta}
+        self.grads = {"weight": dgamma, "bias": dbeta} if self.weight is not None else {}
         return dx
 
     def __repr__(self):
-        return f"BatchNorm2d({self.channels})"
+        return f"BatchNorm2d({self.channels}{'' if self.weight is not None else ', affine=False'})"
+
+
+class Scale(Layer):
+    """y = x * weight[c] + bias[c] per channel (Caffe's Scale layer; ops/scale.py).
+
+    weight (C,) ones, bias (C,) zeros; bias=False: no bias (param_names ("weight",)).
+    """
+
+    def __init__(self, channels, bias=True, dtype=np.float32):
+        super().__init__()
+        self.channels = channels
+        self.param_names = ("weight", "bias") if bias else ("weight",)
+        self.weight = _new_param(np.ones(channels), dtype)
+        self.bias = _new_param(np.zeros(channels), dtype) if bias else None
+
+    def forward(self, x):
+        y, self.cache = scale_forward(x, self.weight, self.bias)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = scale_backward(dy, self.cache)
+        self.grads = {"weight": dw} if db is None else {"weight": dw, "bias": db}
+        return dx
+
+    def __repr__(self):
+        return f"Scale({self.channels}{'' if self.bias is not None else ', bias=False'})"
+
+
+class EltwiseSum(Layer):
+    """y = x_0 + x_1 + ... (two or more inputs of one shape; ops/eltwise.py): a residual join.
+
+    forward(*xs) -> y;  backward(dy) -> (dx_0, dx_1, ...), every one the same array dy.
+    """
+
+    def forward(self, *xs):
+        y, self.cache = eltwise_sum_forward(*xs)
+        return y
+
+    def backward(self, dy):
+        return eltwise_sum_backward(dy, self.cache)
+
+    def __call__(self, *xs):
+        return self.forward(*xs)
+
+    def __repr__(self):
+        return "EltwiseSum()"
 
 
 class Sequential(Container):
@@ -345,7 +408,8 @@ class Sequential(Container):
 
 class MultiBoxHeads(Container):
     """SSD's heads: per source k, a loc conv (k boxes * 4 offsets) and a conf conv (k boxes * C
-    class scores), both 3x3 pad 1; parameters loc.<k>.weight/bias, conf.<k>.weight/bias.
+    class scores), both 3x3 pad 1 (or any kernel with its padding, stride 1: config.head_kernel);
+    parameters loc.<k>.weight/bias, conf.<k>.weight/bias.
 
         forward(sources [(N, C_k, H_k, W_k)]) -> loc (N, P, 4), conf (N, P, C)
         backward(dloc (N, P, 4), dconf (N, P, C)) -> [dsource_k (N, C_k, H_k, W_k)]
@@ -385,7 +449,7 @@ class MultiBoxHeads(Container):
         for s, lconv, cconv, k in zip(sources, self.loc, self.conf, self.boxes):
             w = xp.concatenate([lconv.weight, cconv.weight])             # (k(4+C), Cs, 3, 3)
             b = xp.concatenate([lconv.bias, cconv.bias])                 # (k(4+C),)
-            y, cache = conv2d_forward(s, w, b, 1, 1)                     # (N, k(4+C), H, W)
+            y, cache = conv2d_forward(s, w, b, 1, lconv.padding)         # (N, k(4+C), H, W)
             caches.append(cache if keep_cache else None)
             hh, ww = y.shape[2:]
             stop = start + hh * ww * k
@@ -412,7 +476,7 @@ class MultiBoxHeads(Container):
                                  dconf[:, start:stop].reshape(n, hh, ww, k * c)],
                                 axis=3)                                  # (N, H, W, k(4+C))
             dy = dy.transpose(0, 3, 1, 2)                                # (N, k(4+C), H, W)
-            # y, cache = conv2d_forward(s, w, b, 1, 1)
+            # y, cache = conv2d_forward(s, w, b, 1, lconv.padding)
             ds, dw, db = conv2d_backward(dy, cache)
             # w = concatenate([lconv.weight, cconv.weight]): the gradient splits the same way
             lconv.grads = {"weight": dw[:k * 4], "bias": db[:k * 4]}

@@ -23,14 +23,17 @@ i the index in ssd.pytorch's layer list (every conv, ReLU and pool counts one: S
 extras.<j>.*, loc.<k>.*, conf.<k>.*.
 
 forward(x, keep_cache=False) drops each layer's cache as soon as it is used (inference).
+
+A config with a `body` (a flat list of layers naming their inputs: a ResNet, an imported Caffe
+net) builds a BodySSD (below), a subclass of SSD: SSD(config) picks it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .backend import get_array_module, to_numpy
-from .layers import (BatchNorm2d, Container, Conv2d, L2Norm, MaxPool2d, MultiBoxHeads, ReLU,
-                     Sequential)
+from .layers import (BatchNorm2d, Container, Conv2d, EltwiseSum, L2Norm, MaxPool2d,
+                     MultiBoxHeads, ReLU, Scale, Sequential)
 from .plan import CONF_INIT_SCALE, source_sizes   # noqa: F401  (public names)
 from .plan import extra_units, l2norm_input, layer_plan, source_units, stage_layers
 
@@ -48,7 +51,15 @@ class SSD(Container):
     Conv2d, or of Sequential(conv, batch norm, ReLU) units), heads (MultiBoxHeads; its
     parameters are named loc.<k>.* and conf.<k>.*, without a prefix of their own).
     params(), buffers(), grads, leaf_layers(), train(), eval() and to() come from Container.
+
+    A config with a body gives a BodySSD instead (the same interface; its children are the
+    body's layers by name, then the heads).
     """
+
+    def __new__(cls, config=None, *args, **kwargs):
+        if cls is SSD and config is not None and getattr(config, "body", ()):
+            cls = BodySSD
+        return super().__new__(cls)
 
     def __init__(self, config, rng=None, dtype=np.float32):
         self.config = config
@@ -123,14 +134,7 @@ class SSD(Container):
         keep_cache=False frees every layer's cache as soon as possible (inference only: no
         backward afterwards), which keeps peak memory near the largest single activation.
         """
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (cfg.image_size, cfg.image_size):
-            raise ValueError(f"SSD({cfg.name}).forward: expected images (N, 3, {cfg.image_size}, "
-                             f"{cfg.image_size}), got {tuple(x.shape)}; resize to the config's "
-                             "image_size")
-        if x.dtype != self.dtype:
-            raise TypeError(f"SSD({cfg.name}).forward: x is {x.dtype}, the model is "
-                            f"{self.dtype}; convert the batch with x.astype({self.dtype.name!r})")
+        self._check_images(x)
         sources = []
         h = x
         for i, layer in enumerate(self.vgg):
@@ -149,6 +153,17 @@ class SSD(Container):
             if j in self.source_extras:
                 sources.append(h)
         return self.heads.forward(sources, keep_cache)            # (N, P, 4), (N, P, C)
+
+    def _check_images(self, x):
+        """ValueError / TypeError with the fix when x is not a batch this model takes."""
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(f"SSD({cfg.name}).forward: expected images (N, 3, {cfg.image_size}, "
+                             f"{cfg.image_size}), got {tuple(x.shape)}; resize to the config's "
+                             "image_size")
+        if x.dtype != self.dtype:
+            raise TypeError(f"SSD({cfg.name}).forward: x is {x.dtype}, the model is "
+                            f"{self.dtype}; convert the batch with x.astype({self.dtype.name!r})")
 
     def backward(self, dloc, dconf, need_dx=True):
         """dloc (N, P, 4), dconf (N, P, C) -> dx (N, 3, S, S); fills self.grads (overwrites).
@@ -187,6 +202,130 @@ class SSD(Container):
         cfg = self.config
         return (f"SSD({cfg.name}, image {cfg.image_size}, {cfg.num_classes} classes, "
                 f"{self.num_priors} default boxes, {self.num_parameters():,} parameters)")
+
+
+# --- a body given as a flat list of layers (config.body) ------------------------------------
+#
+# A Caffe deploy net, an ONNX graph and minissd's SSDConfig.body all describe a network the
+# same way: one list, in forward order, each layer naming the blobs it reads. A residual block
+# is two chains meeting in an eltwise_sum; nothing is nested. BodySSD runs such a list:
+#   forward    walks the list, keeping each layer's output in `blobs` (by layer name; "data"
+#              = the images) until the last layer that reads it has run, then hands the
+#              outputs named by config.sources to the heads (layers.MultiBoxHeads)
+#   backward   walks the list in reverse: the gradient of a layer's output is the SUM of what
+#              every layer (and head) that read it sends back, so a blob that fed two layers
+#              (a residual input, a source that also feeds the trunk) gets both
+# Parameter names: "<layer name>.weight", ".bias", ".running_mean", ".running_var" (the
+# plan's, minissd.plan_body), then loc.<k>.* and conf.<k>.* as for every SSD.
+
+class BodySSD(SSD):
+    """SSD whose network up to the sources is config.body (built by SSD(config)).
+
+    Attributes: plan (the layer plan), body_plan (its stage "body" entries), layers
+    ({name: leaf layer} of the body, in plan order), heads (MultiBoxHeads), num_priors.
+    """
+
+    def __init__(self, config, rng=None, dtype=np.float32):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(0 if rng is None else rng)
+        self.plan = layer_plan(config)
+        _check_feature_maps(config)
+        self.body_plan = stage_layers(self.plan, "body")
+        # layers are created in plan order, which fixes the order of the random init draws
+        self.layers = {p.name: _body_layer(p, rng, self.dtype) for p in self.body_plan}
+        self.heads = MultiBoxHeads(
+            [_build_layer(p, rng, self.dtype) for p in stage_layers(self.plan, "loc")],
+            [_build_layer(p, rng, self.dtype) for p in stage_layers(self.plan, "conf")],
+            config.mbox, config.num_classes)
+        self.num_priors = config.num_priors()
+        # after layer i has run, the blobs it was the last reader of are dropped (the sources
+        # are kept for the heads)
+        last = {}
+        for i, p in enumerate(self.body_plan):
+            for name in p.inputs:
+                last[name] = i
+        self._drop_after = [[] for _ in self.body_plan]
+        for name, i in last.items():
+            if name not in config.sources:
+                self._drop_after[i].append(name)
+
+    def children(self):
+        return [(name, layer) for name, layer in self.layers.items()] + [(None, self.heads)]
+
+    def forward(self, x, keep_cache: bool = True):
+        """x (N, 3, S, S) -> loc (N, P, 4), conf (N, P, C).
+
+        keep_cache=False frees every layer's cache at once (inference only: no backward
+        afterwards); each output is freed after its last reader in either case.
+        """
+        self._check_images(x)
+        blobs = {"data": x}
+        for p, drop in zip(self.body_plan, self._drop_after):
+            layer = self.layers[p.name]
+            blobs[p.name] = layer.forward(*(blobs[name] for name in p.inputs))
+            if not keep_cache:
+                layer.clear_cache()
+            for name in drop:
+                del blobs[name]
+        sources = [blobs.pop(name) for name in self.config.sources]
+        return self.heads.forward(sources, keep_cache)            # (N, P, 4), (N, P, C)
+
+    def backward(self, dloc, dconf, need_dx=True):
+        """dloc (N, P, 4), dconf (N, P, C) -> dx (N, 3, S, S); fills self.grads (overwrites).
+
+        need_dx=False returns None and skips the image gradient of the convs that read the
+        image. Each layer's cache is dropped once its backward has used it.
+        """
+        grads = {}
+
+        def add(name, g):
+            # a blob read by several layers: the gradients add up (never in place: an
+            # eltwise_sum hands the same array to each of its inputs)
+            grads[name] = g if name not in grads else grads[name] + g
+
+        dsources = self.heads.backward(dloc, dconf)
+        self.heads.clear_cache()
+        for name, dsrc in zip(self.config.sources, dsources):
+            add(name, dsrc)
+        del dsources
+        for p in reversed(self.body_plan):
+            layer = self.layers[p.name]
+            dy = grads.pop(p.name)                   # every layer reaches a source (config.py)
+            if p.kind == "eltwise_sum":
+                dins = layer.backward(dy)
+            elif p.kind == "conv" and p.inputs == ("data",):
+                dins = (layer.backward(dy, need_dx),)
+            else:
+                dins = (layer.backward(dy),)
+            layer.clear_cache()
+            for name, g in zip(p.inputs, dins):
+                if name != "data" or need_dx:
+                    add(name, g)
+        return grads.get("data") if need_dx else None
+
+
+def _body_layer(p, rng, dtype):
+    """The layer object of one body PlannedLayer (minissd.plan_body)."""
+    has = {name for name, _ in p.params}
+    if p.kind == "conv":
+        return Conv2d(p.in_shape[0], p.out_shape[0], p.kernel, p.stride, p.padding, p.dilation,
+                      rng=rng, dtype=dtype, bias="bias" in has)
+    if p.kind == "batchnorm":
+        return BatchNorm2d(p.in_shape[0], eps=p.eps, dtype=dtype, affine="weight" in has)
+    if p.kind == "scale":
+        return Scale(p.in_shape[0], bias="bias" in has, dtype=dtype)
+    if p.kind == "l2norm":
+        shared = dict(p.params)["weight"] == (1,)
+        return L2Norm(p.in_shape[0], p.init_scale, eps=p.eps, dtype=dtype, eps_inside=True,
+                      channel_shared=shared)
+    if p.kind == "eltwise_sum":
+        return EltwiseSum()
+    if p.kind == "relu":
+        return ReLU()
+    if p.kind == "maxpool":
+        return MaxPool2d(p.kernel, p.stride, p.padding, ceil_mode=p.ceil_mode)
+    raise ValueError(f"plan entry {p.name}: unknown kind {p.kind!r}")
 
 
 # --- building ------------------------------------------------------------------------------

@@ -21,22 +21,33 @@ pool, which is why its convs are vgg.0, vgg.2, vgg.5, ...):
                         extras.<j>.0 conv, .1 BatchNorm2d, .2 ReLU); every second one is a source
     loc.<k>, conf.<k>   3x3 pad 1 convs on source k: boxes*4 offsets and boxes*C class scores
 
+A config with a `body` (a flat list of minissd.config.BodyLayer, e.g. an imported Caffe net:
+ResNet blocks, BatchNorm + Scale, Eltwise sums) has the plan of that list instead: one entry per
+BodyLayer (stage "body", the same name and kind, shapes computed here), then the heads. Every
+entry names the entries it reads in `inputs` ("data" = the image), VGG plans included (there
+the chain; L2Norm reads its ReLU, the next trunk layer reads that ReLU too; a head reads its
+source), so any plan can be walked as a flat list. A "l2norm" entry of stage "body" is Caffe's
+Normalize (eps under the root, eps in `eps`); the VGG plan's one (stage "l2norm") is
+ssd.pytorch's L2Norm (eps 1e-10 added to the norm).
+
 Shapes are (C, H, W) of one image: the batch dimension N is left out.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from .ops.conv import conv_output_size
 from .ops.pool import pool_output_size
+from .plan_body import body_entries
 
 # The confidence heads start at a tenth of Xavier's scale, so an untrained network's class
 # scores are nearly uniform and its confidence loss starts near log(C), even for the hardest
 # negatives (tests/test_loss.py); full-scale logits start it twice as high.
 CONF_INIT_SCALE = 0.1
 
-STAGES = ("vgg", "l2norm", "extras", "loc", "conf")
+STAGES = ("vgg", "l2norm", "extras", "body", "loc", "conf")
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,9 @@ class PlannedLayer:
                               # l2norm: the initial per-channel scale (SSD: 20)
     params: tuple = ()        # ((name, shape), ...) of its trained arrays, PyTorch's layout
     buffers: tuple = ()       # ((name, shape), ...) of its saved, untrained arrays (BN)
+    inputs: tuple = ()        # names of the plan entries it reads, in order; "data" = the image
+    eps: float | None = None  # body batchnorm and l2norm: their eps (None: VGG plans, whose
+                              # layers use BatchNorm2d's 1e-5 and L2Norm's 1e-10)
 
     @property
     def num_params(self) -> int:
@@ -116,8 +130,14 @@ def layer_plan(config) -> tuple:
 
     Raises ValueError naming the config field when the config does not describe a network
     (extras not in pairs, l2norm_conv out of range, mbox/feature_maps of the wrong length, a
-    map shrinking below 1x1).
+    map shrinking below 1x1; for a body: a layer whose shapes do not fit, minissd.plan_body).
     """
+    if config.body:
+        body = body_plan(config)
+        if len(config.mbox) != len(config.sources):
+            raise ValueError(f"config {config.name!r}: mbox has {len(config.mbox)} entries but "
+                             f"the body has {len(config.sources)} sources; give one per source")
+        return body + _heads(config, body)
     _check_counts(config)
     plan = []
     shape = (3, config.image_size, config.image_size)
@@ -184,14 +204,45 @@ def layer_plan(config) -> tuple:
                              f"{stride}, padding {pad}) shrinks the map below 1x1; use a "
                              "larger image_size or fewer extras")
 
-    # --- heads: every loc conv, then every conf conv (ssd.pytorch's order) ---
-    sources = _source_shapes(plan)
+    plan = _chain_inputs(plan)
+    return tuple(plan) + _heads(config, plan)
+
+
+def body_plan(config) -> tuple:
+    """The body entries of a body config's plan (stage "body"), without the heads: one
+    PlannedLayer per config.body entry, shapes computed by minissd.plan_body."""
+    return tuple(PlannedLayer(**fields) for fields in body_entries(config))
+
+
+def _chain_inputs(trunk):
+    """The VGG trunk with `inputs` filled in: each layer reads the one before it, except that
+    L2Norm is a side branch: it reads the ReLU before it, and so does the layer after it."""
+    out, previous = [], "data"
+    for p in trunk:
+        out.append(dataclasses.replace(p, inputs=(previous,)))
+        if p.stage != "l2norm":
+            previous = p.name
+    return out
+
+
+def _heads(config, trunk) -> tuple:
+    """The loc and conf convs: every loc conv, then every conf conv (ssd.pytorch's order), each
+    reading its source (kernel config.head_kernel, padding head_kernel // 2, stride 1)."""
+    k_head = config.head_kernel
+    if k_head < 1 or k_head % 2 == 0:
+        raise ValueError(f"config {config.name!r}: head_kernel={k_head}; use an odd kernel "
+                         "(1, 3, ...), so that the heads keep the source's size")
+    found = {p.source: p for p in trunk if p.source is not None}
+    sources = [found[k] for k in sorted(found)]
+    heads = []
     for stage, per_box, scale in (("loc", 4, 1.0), ("conf", config.num_classes,
                                                     CONF_INIT_SCALE)):
         for k, (src, boxes) in enumerate(zip(sources, config.mbox)):
-            plan.append(_conv(f"{stage}.{k}", f"{stage}.{k}", stage, f"{stage} head {k}", src,
-                              boxes * per_box, 3, 1, 1, source=k, init_scale=scale))
-    return tuple(plan)
+            heads.append(dataclasses.replace(
+                _conv(f"{stage}.{k}", f"{stage}.{k}", stage, f"{stage} head {k}", src.out_shape,
+                      boxes * per_box, k_head, 1, k_head // 2, source=k, init_scale=scale),
+                inputs=(src.name,)))
+    return tuple(heads)
 
 
 def _check_counts(config):
@@ -209,7 +260,7 @@ def _check_counts(config):
 def _source_shapes(plan):
     """(C, H, W) of every source, in source order (from the trunk and L2Norm entries)."""
     found = {p.source: p.out_shape for p in plan
-             if p.source is not None and p.stage in ("vgg", "l2norm", "extras")}
+             if p.source is not None and p.stage in ("vgg", "l2norm", "extras", "body")}
     return [found[k] for k in sorted(found)]
 
 
@@ -242,7 +293,10 @@ def source_units(plan) -> frozenset:
 
 
 def source_shapes(config) -> tuple:
-    """(C, H, W) of every source feature map (SSD300: (512, 38, 38), (1024, 19, 19), ...)."""
+    """(C, H, W) of every source feature map (SSD300: (512, 38, 38), (1024, 19, 19), ...).
+    For a body config only the body is planned (mbox may still be empty)."""
+    if config.body:
+        return tuple(_source_shapes(body_plan(config)))
     return tuple(_source_shapes(layer_plan(config)))
 
 
@@ -252,7 +306,9 @@ def source_sizes(config) -> tuple:
 
 
 def format_plan(plan, show_relu=False) -> str:
-    """The plan as a table: name, label, what the layer does, output shape, parameters."""
+    """The plan as a table: name, label, what the layer does, output shape, parameters.
+    Body entries (stage "body") show the entries they read in the label column, and all of
+    their ReLUs; the VGG plans hide the ReLUs that are not sources unless show_relu."""
     def what(p):
         if p.kind == "conv":
             extra = (f" s{p.stride}" if p.stride != 1 else "") + \
@@ -263,13 +319,18 @@ def format_plan(plan, show_relu=False) -> str:
             return f"maxpool {p.kernel}x{p.kernel} s{p.stride} p{p.padding}" + \
                 (" ceil" if p.ceil_mode else "")
         return p.kind
-    rows = [f"{'name':<12} {'label':<16} {'layer':<30} {'output (C, H, W)':<18} "
+    def label(p):
+        # a body entry's label is its name: show what it reads instead (the graph's edges)
+        return "<- " + ", ".join(p.inputs) if p.stage == "body" else p.label
+    shown = [p for p in plan if p.kind != "relu" or show_relu or p.source is not None
+             or p.stage == "body"]                   # body ReLUs are read by name: kept
+    wn = max([12] + [len(p.name) for p in shown])
+    wl = max([16] + [len(label(p)) for p in shown])
+    rows = [f"{'name':<{wn}} {'label':<{wl}} {'layer':<30} {'output (C, H, W)':<18} "
             f"{'params':>10}  source"]
-    for p in plan:
-        if p.kind == "relu" and not show_relu and p.source is None:
-            continue
+    for p in shown:
         src = "" if p.source is None else (f"reads {p.source}" if p.stage in ("loc", "conf")
                                            else f"= {p.source}")
-        rows.append(f"{p.name:<12} {p.label:<16} {what(p):<30} {str(p.out_shape):<18} "
+        rows.append(f"{p.name:<{wn}} {label(p):<{wl}} {what(p):<30} {str(p.out_shape):<18} "
                     f"{p.num_params:>10,}  {src}")
     return "\n".join(rows)

@@ -134,12 +134,18 @@ def draw_plan(plan, ax=None, title=None):
     its two 3x3 heads (loc: B_k * 4 channels, conf: B_k * C) and the f_k * f_k * B_k default
     boxes it predicts; at the right the total. Everything comes from the plan, so the picture
     is right for ssd300, ssd512, tiny or any config. Returns ax.
+
+    A body plan (stage "body": a graph, e.g. a ResNet) is drawn the same way, segment k being
+    the layers that source k needs and no earlier source needs (_body_segments).
     """
     ax = ax if ax is not None else new_axes(figsize=(16, 5))
     trunk = [p for p in plan if p.stage in ("vgg", "l2norm", "extras")]
     heads = {(p.stage, p.source): p for p in plan if p.stage in ("loc", "conf")}
     # Split the trunk at every source: segment k is what runs between source k-1 and k.
     segments, current, sources = [], [], []
+    if any(p.stage == "body" for p in plan):
+        segments, sources = _body_segments(plan)
+        trunk = []
     for p in trunk:
         if p.stage != "l2norm":
             current.append(p)
@@ -182,8 +188,9 @@ def draw_plan(plan, ax=None, title=None):
         total += count
         ax.annotate("", xy=(x + width / 2, -2.0), xytext=(x + width / 2, -height / 2),
                     arrowprops=dict(arrowstyle="->", color="tab:red"))
+        kk = f"{loc.kernel}x{loc.kernel}"
         ax.text(x + width / 2, -2.05,
-                f"loc 3x3: {boxes}x4\nconf 3x3: {boxes}x{classes}\n{h}x{w}x{boxes}\n"
+                f"loc {kk}: {boxes}x4\nconf {kk}: {boxes}x{classes}\n{h}x{w}x{boxes}\n"
                 f"= {count} boxes", ha="center", va="top", fontsize=8, color="tab:red")
     ax.text(x + width + 0.4, -2.4, f"sum: {total} boxes\nloc (N, {total}, 4)\n"
             f"conf (N, {total}, {classes})", ha="left", va="top", fontsize=9,
@@ -194,6 +201,25 @@ def draw_plan(plan, ax=None, title=None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def _body_segments(plan):
+    """For a body plan: [segment k] and [(k, name, out_shape)] in source order, segment k
+    being the body layers that source k depends on and sources 0..k-1 do not (list order)."""
+    body = {p.name: p for p in plan if p.stage == "body"}
+    found = sorted((p.source, p) for p in body.values() if p.source is not None)
+    done, segments, sources = set(), [], []
+    for k, src in found:
+        need, stack = set(), [src.name]
+        while stack:                                    # src and everything it reads
+            name = stack.pop()
+            if name in body and name not in need and name not in done:
+                need.add(name)
+                stack.extend(body[name].inputs)
+        segments.append([p for p in body.values() if p.name in need])
+        sources.append((k, src.name, src.out_shape))
+        done |= need
+    return segments, sources
 
 
 def plot_training_curves(records, path=None):

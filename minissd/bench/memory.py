@@ -104,6 +104,10 @@ def step_memory(config, batch, optimizer="sgd", keep=None, workspace_bytes=None,
     keep = keep or settings["keep"]
     work = workspace_bytes or settings["workspace_bytes"]
     f = np.dtype(dtype).itemsize
+    if config.body:
+        raise ValueError(f"minissd.bench.memory: config {config.name!r} has a body (a flat "
+                         "layer list, SSDConfig.body); the estimate walks only the VGG plans "
+                         "(vgg, L2Norm, extras); measure it with measured_peak instead")
     N, P, C = batch, config.num_priors(), config.num_classes
     plan = layer_plan(config)
     n_params = sum(p.num_params for p in plan)

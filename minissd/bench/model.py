@@ -71,6 +71,10 @@ def build_torch_ssd(config, torch):
     """SSD in torch.nn with ssd.pytorch's module names, built from the same layer plan
     (minissd.plan) as minissd's SSD, so the two cannot drift apart: every config works,
     batch norm included (state dict keys equal minissd's, plus torch's num_batches_tracked)."""
+    if config.body:
+        raise ValueError(f"minissd.bench.model: config {config.name!r} has a body (a flat "
+                         "layer list, SSDConfig.body); the torch twin is built only for the VGG "
+                         "plans (vgg, L2Norm, extras)")
     nn, F = torch.nn, torch.nn.functional
     plan = layer_plan(config)
 

@@ -12,6 +12,10 @@ trains from scratch in minutes, puts one after every base and extra conv: withou
 ReLU stack trained from scratch sits on a plateau where it predicts the same boxes for every
 image (the observation of DSOD and ScratchDet, and ours on the synthetic set).
 
+Without the affine part (gamma and beta None: Caffe's BatchNorm layer, which a Scale layer
+follows, minissd.ops.scale) y = xhat, and backward is the formula below with gamma = 1; the
+output is then the array the cache keeps as xhat (no copy), so nobody may write into it.
+
 The running statistics follow PyTorch: new = (1 - momentum) * old + momentum * batch value,
 with the unbiased variance (M / (M - 1)) in running_var. They are updated in place.
 
@@ -40,7 +44,8 @@ class BatchNormCache(NamedTuple):
 
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True,
                         momentum=0.1, eps=1e-5, reduce=None):
-    """Batch norm of x (N, C, H, W) with scale gamma (C,) and shift beta (C,).
+    """Batch norm of x (N, C, H, W) with scale gamma (C,) and shift beta (C,), or without
+    them (gamma and beta None: y = xhat).
 
     running_mean, running_var: (C,) arrays, updated in place when training.
     reduce: optional function summing an array over processes (synchronized batch norm).
@@ -64,15 +69,25 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
         var = running_var
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     xhat = centred * inv_std[None, :, None, None]                       # (N, C, H, W)
+    return _affine(xhat, gamma, beta), BatchNormCache(xhat, inv_std, gamma, training)
+
+
+def _affine(xhat, gamma, beta):
+    """y = xhat * gamma + beta per channel; xhat itself when gamma is None (no affine part)."""
+    if gamma is None:
+        return xhat
     y = xhat * gamma[None, :, None, None]
     y += beta[None, :, None, None]
-    return y, BatchNormCache(xhat, inv_std, gamma, training)
+    return y
 
 
 def batchnorm2d_backward(dy, cache: BatchNormCache, reduce=None):
-    """dy (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,)).
+    """dy (N, C, H, W) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,)); without the affine
+    part (gamma None in forward) dgamma and dbeta are None.
 
     reduce: the forward's (synchronized batch norm); dgamma and dbeta stay this process's."""
+    if cache.gamma is None:
+        return _backward_no_affine(dy, cache, reduce), None, None
     xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
     # y = xhat * gamma + beta
     dbeta = dy.sum(axis=(0, 2, 3))                                      # (C,)
@@ -98,6 +113,26 @@ def batchnorm2d_backward(dy, cache: BatchNormCache, reduce=None):
     return dx, dgamma, dbeta
 
 
+def _backward_no_affine(dy, cache, reduce):
+    """dx of batch norm without the affine part: the affine formula with gamma = 1,
+    dx = inv_std * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M)."""
+    xhat, inv_std = cache.xhat, cache.inv_std
+    if not cache.training:
+        # y = xhat = (x - running_mean) * inv_std, the statistics being constants
+        return dy * inv_std[None, :, None, None]
+    # y = xhat: the sums that the affine case calls dbeta and dgamma
+    dsum = dy.sum(axis=(0, 2, 3))                                       # (C,)
+    dsum_xhat = (dy * xhat).sum(axis=(0, 2, 3))                         # (C,)
+    if reduce is not None:
+        return _synchronized_dx(dy, cache, dsum_xhat, dsum, reduce)
+    m = dy.size // dy.shape[1]
+    dx = xhat * (-dsum_xhat / m)[None, :, None, None]
+    dx += dy
+    dx -= (dsum / m)[None, :, None, None]
+    dx *= inv_std[None, :, None, None]
+    return dx
+
+
 def _synchronized_forward(x, gamma, beta, running_mean, running_var, momentum, eps, reduce):
     """batchnorm2d_forward's training branch with the statistics of the global batch:
     mean = sum(x) / M, var = sum(x^2) / M - mean^2, the sums and M over every process."""
@@ -118,9 +153,7 @@ def _synchronized_forward(x, gamma, beta, running_mean, running_var, momentum, e
     centred = x - mean[None, :, None, None]                             # (N, C, H, W)
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     xhat = centred * inv_std[None, :, None, None]                       # (N, C, H, W)
-    y = xhat * gamma[None, :, None, None]
-    y += beta[None, :, None, None]
-    return y, BatchNormCache(xhat, inv_std, gamma, True, M)
+    return _affine(xhat, gamma, beta), BatchNormCache(xhat, inv_std, gamma, True, M)
 
 
 def _synchronized_dx(dy, cache, dgamma, dbeta, reduce):
@@ -133,5 +166,6 @@ def _synchronized_dx(dy, cache, dgamma, dbeta, reduce):
     dx = cache.xhat * (-sums[C:] / m).astype(dy.dtype)[None, :, None, None]
     dx += dy
     dx -= (sums[:C] / m).astype(dy.dtype)[None, :, None, None]
-    dx *= (cache.gamma * cache.inv_std)[None, :, None, None]
+    dx *= (cache.inv_std if cache.gamma is None else
+           cache.gamma * cache.inv_std)[None, :, None, None]
     return dx
