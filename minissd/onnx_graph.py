@@ -123,7 +123,7 @@ def _layer(g, p, x, state):
                       [x[0], g.const(f"{name}.weight", weight), g.const(f"{name}.bias", bias),
                        g.const(f"{name}.running_mean", state[f"{name}.running_mean"]),
                        g.const(f"{name}.running_var", state[f"{name}.running_var"])],
-                      name, epsilon=float(getattr(p, "eps", 1e-5)))
+                      name, epsilon=float(1e-5 if getattr(p, "eps", None) is None else p.eps))
     if kind == "l2norm":
         return _l2norm(g, p, x[0], state)
     if kind == "scale":
@@ -142,12 +142,14 @@ def _layer(g, p, x, state):
 
 
 def _l2norm(g, p, x, state):
-    """minissd's L2Norm: y = w * x / (sqrt(sum_c x^2) + eps) (eps outside the root, as
-    ops/l2norm.py); a body's Caffe Normalize (caffe=True on the entry) puts eps inside:
-    y = w * x / sqrt(sum_c x^2 + eps). w is (C,) or (1,) (channel_shared)."""
-    name, eps = p.name, np.float32(getattr(p, "eps", 1e-10))
+    """The VGG plan's L2Norm (stage "l2norm", ssd.pytorch's): y = w * x / (sqrt(sum_c x^2) +
+    eps), eps 1e-10 outside the root (ops/l2norm.py); a body's l2norm (stage "body", Caffe's
+    Normalize) puts its eps inside: y = w * x / sqrt(sum_c x^2 + eps). w is (C,), or (1,)
+    when channel_shared (broadcast over the channels alike)."""
+    name = p.name
+    eps = np.float32(1e-10 if getattr(p, "eps", None) is None else p.eps)
     w = np.asarray(state[f"{name}.weight"], np.float32)
-    if getattr(p, "caffe", False):
+    if p.stage == "body":
         sq = g.node("ReduceSumSquare", [x], f"{name}/sumsq", axes=[1], keepdims=1)
         norm = g.node("Sqrt", [g.node("Add", [sq, g.const(f"{name}/eps", eps)],
                                       f"{name}/plus_eps")], f"{name}/norm")

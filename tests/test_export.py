@@ -175,3 +175,28 @@ def test_unknown_plan_kind_is_named():
         onnx_graph._layer(g, replace(plan[0], kind="swish"), ["images"], {})
     with pytest.raises(CommandError):
         export.main(["--out", "x.onnx"])
+
+
+@pytest.mark.parametrize("which", ["resnetish", "res10_face"])
+def test_body_configs_equal_minissd_in_onnxruntime_and_opencv(tmp_path, which):
+    """Bodies given as a flat list (tests/body_configs.py): Scale, eltwise sum, batch norm
+    without affine, bias-free convs, Caffe's Normalize (eps under the root)."""
+    import body_configs
+    config = getattr(body_configs, which)()
+    model = _model(config, seed=1)
+    rng = np.random.default_rng(2)
+    for name, v in model.buffers():              # running statistics that are not 0 / 1
+        v[...] = rng.uniform(0.5, 1.5, v.shape) if name.endswith("var") else \
+            rng.normal(0, 0.1, v.shape)
+    path = _write(model, config, tmp_path)
+    x = export.network_images(_photos()[:1], config.image_size)
+    ours = export.minissd_outputs(model, config, x)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    worst, same = export.compare(ours, tuple(session.run(["loc", "conf"], {"images": x})),
+                                 config)
+    assert worst < export.RAW_TOLERANCE and same, f"onnxruntime: {worst:.2e}, equal {same}"
+    cv2 = pytest.importorskip("cv2", reason="pip install opencv-python-headless (test extra)")
+    net = cv2.dnn.readNetFromONNX(path)
+    net.setInput(x)
+    worst, same = export.compare(ours, tuple(net.forward(["loc", "conf"])), config)
+    assert worst < export.RAW_TOLERANCE and same, f"OpenCV dnn: {worst:.2e}, equal {same}"
