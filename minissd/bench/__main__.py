@@ -3,7 +3,8 @@
 With no topic, every topic runs on the best device (the GPU when one answers, else the CPU).
 Topics: layers (every SSD300 conv shape, vs torch), kernels (IoU, NMS, mining, vs torchvision),
 data (decode + augmentation + batching), model (SSD300 forward, forward+backward, vs torch.nn),
-loss (matching, the MultiBox loss with mining, detect()). Each takes --help for its options,
+loss (matching, the MultiBox loss with mining, detect()), opencv (OpenCV's trained res10 face
+SSD, minissd vs OpenCV's DNN module, same threads). Each takes --help for its options,
 and --device cpu|cuda.
 """
 import importlib

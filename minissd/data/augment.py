@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from ..backend import get_array_module
+from .resize_opencv import resize_linear_opencv
 
 CROP_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)      # the constrained samplers
 CROP_TRIALS = 50
@@ -83,7 +84,7 @@ def resize(image, size):
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
-RESIZE_RULES = ("pillow-bilinear", "torch-bilinear")
+RESIZE_RULES = ("pillow-bilinear", "torch-bilinear", "opencv-linear")
 
 
 def network_input(images, pp: dict, size: int, xp=np):
@@ -97,13 +98,18 @@ def network_input(images, pp: dict, size: int, xp=np):
                   at the original size, then resize the float image with torch's bilinear
                   interpolate (resize_bilinear_torch). Pillow widens its filter when it
                   shrinks (antialiasing) and rounds to uint8; torch does neither, so the two
-                  differ by a few grey levels.
+                  differ by a few grey levels;
+              "opencv-linear" (Caffe SSD models, minissd.caffe): resize the uint8 image as
+                  cv2.resize(..., INTER_LINEAR) does (data/resize_opencv.py), then preprocess.
     xp:     numpy or cupy: where the batch is made
     returns (N, 3, size, size) float32
     """
     rule = pp.get("resize", "pillow-bilinear")
     if rule == "pillow-bilinear":
         batch = np.stack([resize(im, size) for im in images]).astype(np.float32)
+        return preprocess(xp.asarray(batch), pp)                      # (N, 3, S, S)
+    if rule == "opencv-linear":
+        batch = np.stack([resize_linear_opencv(im, size) for im in images]).astype(np.float32)
         return preprocess(xp.asarray(batch), pp)                      # (N, 3, S, S)
     if rule == "torch-bilinear":
         return xp.concatenate([
