@@ -227,3 +227,23 @@ def test_opencv_face_detector_exports(tmp_path):
     net.setInput(x)
     worst, same = export.compare(ours, tuple(net.forward(["loc", "conf"])), config)
     assert worst < export.RAW_TOLERANCE and same, f"OpenCV dnn: {worst:.2e}, equal {same}"
+
+
+def test_an_imported_torchvision_detector_exports(tmp_path):
+    """torchvision's rules in the graph: decoded sizes capped (wh_clamp), boxes clipped to the
+    image, RGB mean/std; on the narrow ssd300_vgg16 fixture read without torch."""
+    import make_torchvision_fixture as fx
+    from minissd.inference import load_weights
+    model, config, _ = load_weights(fx.FIXTURE_PTH)
+    assert config.wh_clamp is not None and config.clip_boxes
+    path = _write(model, config, tmp_path)
+    x = export.network_images(_photos()[:1], config.image_size)
+    ours = export.minissd_outputs(model, config, x)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    loc, conf, boxes = session.run(["loc", "conf", "boxes"], {"images": x})
+    worst, same = export.compare(ours, (loc, conf), config)
+    assert worst < export.RAW_TOLERANCE and same, f"onnxruntime: {worst:.2e}, equal {same}"
+    from minissd.boxes import decode
+    want = np.clip(decode(loc, default_boxes(config), config.variances, config.wh_clamp), 0, 1)
+    np.testing.assert_allclose(boxes, want, atol=1e-6)
+    assert boxes.min() >= 0 and boxes.max() <= 1
