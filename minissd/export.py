@@ -20,6 +20,7 @@ than float32 rounding or when the detections after minissd's NMS differ.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -119,9 +120,7 @@ def write_model(model, config, path, nms=False):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     backend.set_device("cpu")
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:
         fail("export", "the onnx package is missing; install it with pip install onnx")
     if os.path.isdir(args.out) or not args.out.endswith(".onnx"):
         fail("export", f"--out {args.out}: not a .onnx file name; give the file to write, "

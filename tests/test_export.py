@@ -20,7 +20,7 @@ from minissd.cli import CommandError  # noqa: E402
 from minissd.config import ssd300, tiny  # noqa: E402
 from minissd.kernels import batched_nms  # noqa: E402
 from minissd.model import SSD  # noqa: E402
-from minissd.onnx_graph import onnx_model, plan_inputs  # noqa: E402
+from minissd.onnx_graph import plan_inputs  # noqa: E402
 from minissd.plan import layer_plan  # noqa: E402
 from minissd.priors import default_boxes  # noqa: E402
 from minissd.weights import save_checkpoint  # noqa: E402
