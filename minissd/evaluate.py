@@ -37,7 +37,7 @@ import time
 from . import backend
 from .cli import Parser, add_weights_flags, fail
 from .coco_metrics import COCO_KEYS, format_coco_table
-from .data.choice import data_spec, open_split
+from .data.choice import data_spec, open_split, yolo_spec
 from .data.voc import DataError
 # load_model, predict and evaluate_model lived here before minissd.inference; the old names stay
 from .inference import (CheckpointError, evaluate_model, load_chosen,  # noqa: F401
@@ -47,10 +47,13 @@ from .inference import (CheckpointError, evaluate_model, load_chosen,  # noqa: F
 METRICS = ("voc07", "voc10", "coco", "all")
 
 
-def _dataset_for(meta, voc_root, coco_root=None, coco_ann=None):
-    """The validation dataset: --voc-root's or --coco-root's, else the one recorded in the
-    checkpoint."""
-    if coco_root is not None:
+def _dataset_for(meta, voc_root, coco_root=None, coco_ann=None, yolo_root=None):
+    """The validation dataset: --voc-root's, --coco-root's or --yolo-root's, else the one
+    recorded in the checkpoint."""
+    if yolo_root is not None:
+        spec = yolo_spec(os.path.abspath(yolo_root))
+        spec.update(classes=list(meta["config"]["class_names"]), drop_other_classes=True)
+    elif coco_root is not None:
         root, ann = os.path.abspath(coco_root), os.path.abspath(coco_ann)
         spec = {"kind": "coco", "root": root, "ann": ann, "val_root": root, "val_ann": ann,
                 "classes": list(meta["config"]["class_names"]), "drop_other_classes": True}
@@ -88,6 +91,9 @@ def build_parser():
                    "val2017/)")
     p.add_argument("--coco-ann", metavar="FILE.json", help="the COCO instances file of "
                    "--coco-root (COCO: instances_val2017.json); every image in it is evaluated")
+    p.add_argument("--yolo-root", metavar="DIR", help="evaluate on YOLO-format data instead "
+                   "(data.yaml or images/ + labels/): its val split, or the hash split train "
+                   "makes")
     p.add_argument("--metric", default="all", choices=METRICS, help="voc07: VOC2007 11-point "
                    "AP; voc10: VOC2010+ all-point AP; coco: COCO's AP@[.5:.95], AP50, AP75, AP "
                    "and AR by object size (pycocotools); all (default): the three")
@@ -112,6 +118,8 @@ def main(argv=None):
                          "and --coco-ann FILE.json (the annotations)")
     if args.coco_root is not None and args.voc_root is not None:
         fail("evaluate", "--voc-root: give either --voc-root or --coco-root, not both")
+    if args.yolo_root is not None and (args.voc_root or args.coco_root) is not None:
+        fail("evaluate", "--yolo-root: give one of --voc-root, --coco-root, --yolo-root")
     try:
         return _evaluate(args)
     except (CheckpointError, DataError) as e:
@@ -122,7 +130,8 @@ def _evaluate(args):
     text_out = sys.stderr if args.json else sys.stdout
     backend.set_device(args.device)
     model, config, meta = load_chosen(args.checkpoint, args.weights)
-    dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann)
+    dataset, spec = _dataset_for(meta, args.voc_root, args.coco_root, args.coco_ann,
+                                 args.yolo_root)
     want_coco = args.metric in ("coco", "all")
     t = time.perf_counter()
     r = evaluate_model(model, dataset, config, args.batch_size, args.limit,

@@ -48,7 +48,7 @@ import sys
 from . import backend, distributed
 from .cli import Parser, fail
 from .config import CONFIGS, get_config
-from .data.choice import coco_spec, data_spec, open_split
+from .data.choice import coco_spec, data_spec, open_split, yolo_spec
 from .data.voc import DataError
 from .inference import CheckpointError
 from .training.checkpoint import load_run_checkpoint
@@ -90,6 +90,11 @@ def build_parser():
       help="validate on this COCO instances file (COCO: instances_val2017.json), its images "
            "under --coco-val-root (default: --coco-root).")
     a("--coco-val-root", metavar="DIR", help="the images folder of --coco-val-ann.")
+    a("--yolo-root", metavar="DIR",
+      help="YOLO-format data instead of --voc-root (Ultralytics' layout, as Roboflow, CVAT and "
+           "Label Studio export it): a folder with data.yaml (names, train, val), or with "
+           "images/ and labels/ (split in train/ val/ or not) and classes.txt. Without a "
+           "validation split, about 10%% of the images are set aside by a hash of their names.")
     a("--classes", type=_name_list, metavar="A,B,C",
       help="train on these classes, in this label order (objects of other classes are "
            "ignored). Default: labels.txt or classes.txt in --voc-root, else the names found "
@@ -257,6 +262,11 @@ def prepare(args, quiet=False):
         except ValueError as e:
             fail("train", f"--image-size: {e}")
     base = default_settings(args.config, on_voc=_own_data(args))
+    if args.yolo_root is not None:
+        spec = yolo_spec(os.path.abspath(args.yolo_root), classes=args.classes,
+                         report=None if quiet else _say)
+        n = _num_train(spec)
+        return resolve_settings(args, n), spec, n, None, args.out
     if args.coco_root is not None:
         spec = coco_spec(*(None if p is None else os.path.abspath(p) for p in (
             args.coco_root, args.coco_ann, args.coco_val_root, args.coco_val_ann)),
@@ -272,8 +282,10 @@ def prepare(args, quiet=False):
 
 
 def _own_data(args):
-    """Training on the user's data (--voc-root or --coco-root), not the synthetic set."""
-    return args.voc_root is not None or args.coco_root is not None
+    """Training on the user's data (--voc-root, --coco-root or --yolo-root), not the
+    synthetic set."""
+    return args.voc_root is not None or args.coco_root is not None or \
+        args.yolo_root is not None
 
 
 def check_data_flags(args):
@@ -281,6 +293,9 @@ def check_data_flags(args):
     coco = {f: getattr(args, f.replace("-", "_")) for f in
             ("coco-root", "coco-ann", "coco-val-root", "coco-val-ann")}
     given = [f"--{f}" for f, v in coco.items() if v is not None]
+    if args.yolo_root is not None and (given or args.voc_root is not None):
+        other = given[0] if given else "--voc-root"
+        fail("train", f"--yolo-root: give either --yolo-root or {other}, not both")
     if given and args.voc_root is not None:
         fail("train", f"--voc-root: give either --voc-root or {given[0]}, not both")
     if given and (coco["coco-root"] is None or coco["coco-ann"] is None):

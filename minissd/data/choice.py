@@ -9,6 +9,9 @@ A data spec is a small JSON dict that says where the images come from:
     {"kind": "coco", "root", "ann", "val_root", "val_ann", "classes", "drop_other_classes",
      "train_ids" / "val_ids": [file_names] (a made split; absent: every image of the file)}
                                                   (--coco-root and --coco-ann, data/coco.py)
+    {"kind": "yolo", "root", "classes", "drop_other_classes",
+     "train_ids" / "val_ids": [image ids] (a made split; absent: the folder's train / val)}
+                                                  (--yolo-root, data/yolo.py)
 train stores it in every checkpoint, so evaluate and --resume open exactly the same images:
 where the folder gives no validation split, the one made (folders.hash_split) is recorded as
 its image ids. Errors are DataError (a ValueError) with a message for the user; each command
@@ -27,6 +30,7 @@ from .folders import count_classes, find_layout, hash_split, labels_file, order_
 from .loader import DataLoader
 from .synthetic import ensure_synthetic
 from .voc import DataError, VOCDataset, read_labels_file
+from .yolo import YOLODataset, yolo_spec  # noqa: F401  (yolo_spec: train and evaluate use it)
 
 SYNTHETIC_DATA_SEED = 0          # the synthetic set is the same whatever --seed is
 # Split files of a VOC-format folder, in order of preference, for training and validation.
@@ -150,6 +154,10 @@ def open_split(spec, split, keep_difficult=False):
             (spec["val_root"], spec["val_ann"])
         return COCODataset(root, ann, classes=tuple(spec["classes"]),
                            keep_difficult=keep_difficult, ids=spec.get(f"{split}_ids"),
+                           drop_other_classes=spec.get("drop_other_classes", False))
+    if spec["kind"] == "yolo":
+        return YOLODataset(spec["root"], split, classes=tuple(spec["classes"]),
+                           ids=spec.get(f"{split}_ids"),
                            drop_other_classes=spec.get("drop_other_classes", False))
     if spec["kind"] == "synthetic":
         root = ensure_synthetic(spec["num_train"], spec["num_val"], spec["image_size"],

@@ -1,7 +1,7 @@
 """A synthetic detection set in VOC format: coloured shapes on textured backgrounds.
 
     python -m minissd.data.synthetic --out DIR [--num-train N] [--num-val N]
-                                     [--image-size S] [--seed S] [--coco]
+                                     [--image-size S] [--seed S] [--coco] [--yolo]
 
 PASCAL VOC cannot be downloaded everywhere, so this writes a small set with the same layout
 (JPEGImages/*.jpg, Annotations/*.xml, ImageSets/Main/{train,val}.txt, labels.txt) that
@@ -26,6 +26,10 @@ Sizes are chosen so that a small CNN learns the set to VOC07 mAP >= 0.9 in minut
 <out>/coco_train.json and <out>/coco_val.json, with file_names relative to <out>/JPEGImages:
 an example of COCO-format data, read by --coco-root <out>/JPEGImages --coco-ann ... .
 Difficult objects become crowds (iscrowd 1), which both metrics ignore alike.
+
+--yolo (or write_yolo_files(root)) also writes it in Ultralytics' YOLO layout under
+<out>/yolo (images/{train,val} hard-linked to the JPEGs, labels/{train,val}/*.txt, data.yaml),
+read by --yolo-root <out>/yolo. YOLO has no difficult flag: difficult objects are left out.
 """
 from __future__ import annotations
 
@@ -315,6 +319,14 @@ def write_coco_files(root) -> tuple:
                  for split in ("train", "val"))
 
 
+def write_yolo_files(root) -> str:
+    """The synthetic set at `root` in YOLO layout: <root>/yolo (data/yolo.py)."""
+    from .voc import VOCDataset
+    from .yolo import write_yolo         # imported here: yolo.py imports the VOC reader
+    return write_yolo({split: VOCDataset(root, splits=(split,), keep_difficult=True)
+                       for split in ("train", "val")}, os.path.join(root, "yolo"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minissd.data.synthetic",
                                 description="Write the synthetic VOC-format detection set.")
@@ -326,6 +338,8 @@ def main(argv=None):
     p.add_argument("--coco", action="store_true", help="also write the annotations as COCO "
                    "instances files, <out>/coco_train.json and coco_val.json (file_names "
                    "relative to <out>/JPEGImages)")
+    p.add_argument("--yolo", action="store_true", help="also write the set in Ultralytics' "
+                   "YOLO layout under <out>/yolo (data.yaml, images/, labels/)")
     a = p.parse_args(argv)
     root = generate(a.out, a.num_train, a.num_val, a.image_size, a.seed, progress=True)
     print(f"wrote {a.num_train} train + {a.num_val} val images to {root}")
@@ -334,6 +348,9 @@ def main(argv=None):
         images = os.path.join(root, "JPEGImages")
         print(f"wrote {train} and {val}; train on them with: python -m minissd.train "
               f"--coco-root {images} --coco-ann {train} --coco-val-ann {val}")
+    if a.yolo:
+        yolo = write_yolo_files(root)
+        print(f"wrote {yolo}; train on it with: python -m minissd.train --yolo-root {yolo}")
     return 0
 
 
