@@ -1,5 +1,5 @@
 """Know your data before training: python -m minissd.inspect --voc-root DIR | --coco-root DIR
---coco-ann FILE.json [--config tiny] [--image-size S] [--out DIR]
+--coco-ann FILE.json | --yolo-root DIR [--config tiny] [--image-size S] [--out DIR]
 
 Reads the annotations (train and validation splits, exactly as train would open them) and
 prints, then writes to --out (report.txt, report.json, sizes.png, worst_covered.png):
@@ -28,7 +28,7 @@ from .analysis.dataset import class_problems, collect
 from .analysis.plots import ASPECT_EDGES, SIDE_EDGES, aspect_label, text_histogram
 from .cli import Parser, fail
 from .config import CONFIGS, get_config
-from .data.choice import coco_spec, data_spec, open_split
+from .data.choice import coco_spec, data_spec, open_split, yolo_spec
 from .data.voc import DataError
 from .priors import default_boxes
 
@@ -46,6 +46,7 @@ def build_parser():
     a("--coco-ann", metavar="FILE.json", help="the COCO instances file of --coco-root")
     a("--coco-val-root", metavar="DIR", help="the images folder of --coco-val-ann")
     a("--coco-val-ann", metavar="FILE.json", help="a COCO validation file (else a hash split)")
+    a("--yolo-root", metavar="DIR", help="an Ultralytics YOLO folder (data.yaml), as for train")
     a("--classes", metavar="A,B,C", help="only these classes, in this order (as train)")
     a("--config", default="tiny", choices=tuple(CONFIGS),
       help="the network whose default boxes are measured (default: tiny)")
@@ -67,12 +68,16 @@ def open_data(args):
     """(spec, train dataset, val dataset or None), opened as train opens them."""
     classes = None if args.classes is None else tuple(
         x.strip() for x in args.classes.split(",") if x.strip())
-    if args.coco_root is not None or args.coco_ann is not None:
+    given = [f for f in ("voc_root", "coco_root", "yolo_root") if getattr(args, f) is not None]
+    if len(given) > 1:
+        fail("inspect", f"--{given[1].replace('_', '-')}: give one of --voc-root, --coco-root "
+                        "and --yolo-root, not several")
+    if args.yolo_root is not None:
+        spec = yolo_spec(os.path.abspath(args.yolo_root), classes=classes, report=_say)
+    elif args.coco_root is not None or args.coco_ann is not None:
         if args.coco_root is None or args.coco_ann is None:
             fail("inspect", "--coco-root: COCO-format data needs both --coco-root DIR and "
                             "--coco-ann FILE.json")
-        if args.voc_root is not None:
-            fail("inspect", "--voc-root: give either --voc-root or --coco-root, not both")
         spec = coco_spec(*(None if p is None else os.path.abspath(p) for p in (
             args.coco_root, args.coco_ann, args.coco_val_root, args.coco_val_ann)),
             classes=classes, report=_say)
@@ -80,8 +85,8 @@ def open_data(args):
         spec = data_spec(os.path.abspath(args.voc_root), args.config, classes=classes,
                          report=_say)
     else:
-        fail("inspect", "--voc-root: no data given; pass --voc-root DIR or --coco-root DIR "
-                        "--coco-ann FILE.json")
+        fail("inspect", "--voc-root: no data given; pass --voc-root DIR, --coco-root DIR "
+                        "--coco-ann FILE.json or --yolo-root DIR")
     train = open_split(spec, "train")
     try:
         val = open_split(spec, "val")
