@@ -105,6 +105,11 @@ def build_parser():
     a("--image-size", type=int, metavar="S",
       help="tiny only: the network's input side in pixels (default 128); larger finds smaller "
            "objects and trains slower (about (S/128)^2).")
+    a("--fit-boxes", action="store_true",
+      help="fit the default boxes' scales (and aspect ratios, for elongated objects) to the "
+           "training objects, maximising the share that has a default box at IoU >= 0.5 "
+           "(python -m minissd.inspect shows it); the boxes are stored in the checkpoint's "
+           "config, so evaluate and detect use them. Off by default.")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
     tiny, own, voc = TINY_ON_SYNTHETIC, TINY_ON_OWN_DATA, SSD300_VOC_RECIPE
@@ -201,7 +206,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
         momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
-        image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric)
+        image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric,
+        fit_boxes=args.fit_boxes)
     for key in ("batch_size", "iters"):
         value = getattr(s if key == "batch_size" else args, key)
         if value is not None and value < 1:

@@ -196,3 +196,29 @@ def test_yolo_and_coco_folders_give_the_same_counts(tmp_path, capsys):
     assert out["voc"]["ceiling"] == pytest.approx(out["yolo"]["ceiling"], abs=0.02)
     assert "not several" in fails(["--voc-root", root, "--yolo-root", yolo], capsys,
                                   inspect_cmd)
+
+
+def test_train_fit_boxes_goes_into_the_checkpoint(tmp_path, capsys):
+    import shape_sets
+    from cli_checks import FAST
+    from minissd import evaluate, train
+    from minissd.training.checkpoint import load_run_checkpoint
+    root = shape_sets.generate(str(tmp_path / "long"), "elongated", num_train=12, num_val=3,
+                               size=128, seed=1)
+    plain, fitted = str(tmp_path / "plain"), str(tmp_path / "fitted")
+    train.main(["--voc-root", root, "--out", plain] + FAST)
+    assert "recall ceiling:" in capsys.readouterr().err
+    train.main(["--voc-root", root, "--out", fitted, "--fit-boxes"] + FAST)
+    err = capsys.readouterr().err
+    assert "--fit-boxes: default boxes fitted" in err and "recall ceiling:" in err
+    _, meta_plain = load_run_checkpoint(os.path.join(plain, "last.npz"))
+    _, meta = load_run_checkpoint(os.path.join(fitted, "last.npz"))
+    # without the flag the boxes are tiny's own; with it they are the fitted ones, recorded
+    assert tuple(map(tuple, meta_plain["config"]["aspect_ratios"])) == tiny().aspect_ratios
+    assert list(meta_plain["config"]["min_sizes"]) == list(tiny().min_sizes)
+    assert meta["settings"]["fit_boxes"] is True
+    assert meta["config"]["min_sizes"] != meta_plain["config"]["min_sizes"] or \
+        meta["config"]["aspect_ratios"] != meta_plain["config"]["aspect_ratios"]
+    # evaluate rebuilds the network with the recorded boxes
+    assert evaluate.main(["--checkpoint", os.path.join(fitted, "last.npz"), "--metric",
+                          "voc07", "--out", fitted]) == 0
