@@ -222,3 +222,21 @@ def test_train_fit_boxes_goes_into_the_checkpoint(tmp_path, capsys):
     # evaluate rebuilds the network with the recorded boxes
     assert evaluate.main(["--checkpoint", os.path.join(fitted, "last.npz"), "--metric",
                           "voc07", "--out", fitted]) == 0
+
+
+def test_train_image_size_auto(tmp_path, capsys):
+    import shape_sets
+    from cli_checks import FAST
+    from minissd import train
+    from minissd.training.checkpoint import load_run_checkpoint
+    root = shape_sets.generate(str(tmp_path / "poly"), "polygons", num_train=10, num_val=3,
+                               size=300, seed=2)
+    out = str(tmp_path / "run")
+    train.main(["--voc-root", root, "--out", out, "--image-size", "auto"] + FAST)
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if "--image-size auto:" in ln)
+    size = int(line.split("auto: ")[1].split(" px")[0])
+    _, meta = load_run_checkpoint(os.path.join(out, "last.npz"))
+    assert meta["config"]["image_size"] == size == meta["settings"]["image_size"]
+    assert "auto needs --config tiny" in fails(["--image-size", "auto"] + FAST, capsys, train)
+    assert "or auto" in fails(["--image-size", "big"] + FAST, capsys, train)

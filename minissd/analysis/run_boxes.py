@@ -41,3 +41,21 @@ def fitted_config(config, boxes):
     return fit.config, (f"--fit-boxes: default boxes fitted to the training objects: recall "
                         f"ceiling {100 * fit.before:.1f}% -> {100 * fit.after:.1f}% (min sizes "
                         f"{mins} px, ratios {ratios}, {fit.config.num_priors()} boxes)")
+
+
+def auto_image_size(config_name, train_set, class_names=None):
+    """(S, line): --image-size auto, the input side advice.pick_size gives for the training
+    objects (the smallest of advice.SIZE_CANDIDATES that keeps the recall ceiling within a
+    point of the best and leaves at most 5% of the objects under 8 pixels), with its cost."""
+    from ..config import get_config
+    from .advice import MIN_LEARNABLE, pick_size, size_table
+    config = get_config(config_name, class_names=class_names or train_set.class_names)
+    boxes = training_boxes(train_set)
+    if len(boxes) == 0:
+        return config.image_size, f"--image-size auto: no training objects; {config.image_size}"
+    rows = size_table(config_name, config, boxes)
+    size = pick_size(rows)
+    _, ceiling, small, cost = next(r for r in rows if r[0] == size)
+    return size, (f"--image-size auto: {size} px (recall ceiling {100 * ceiling:.1f}%, "
+                  f"{100 * small:.1f}% of the objects under {MIN_LEARNABLE} px, about "
+                  f"{cost:.1f}x the time per step of {config.image_size} px)")
