@@ -117,7 +117,8 @@ def _draw_prior(ax, image, corner):
 
 
 def _zoom(ax, image, box, prior):
-    """Show the region around an object and its default box (at least 48 pixels wide)."""
+    """Show the region around an object and its default box (at least 48 pixels wide, at
+    most the image)."""
     h, w = image.shape[:2]
     both = np.concatenate([np.asarray(box).reshape(1, 4), np.asarray(prior).reshape(1, 4)])
     both = both * np.array([w, h, w, h])
@@ -125,5 +126,5 @@ def _zoom(ax, image, box, prior):
     x1, y1 = both[:, 2:].max(axis=0)
     half = max(x1 - x0, y1 - y0, 24.0) * 1.5
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    ax.set_xlim(cx - half, cx + half)
-    ax.set_ylim(cy + half, cy - half)
+    ax.set_xlim(max(cx - half, 0), min(cx + half, w))            # within the image
+    ax.set_ylim(min(cy + half, h), max(cy - half, 0))
