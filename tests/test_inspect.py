@@ -182,18 +182,23 @@ def test_the_command_fails_in_one_line(tmp_path, capsys):
 
 
 def test_yolo_and_coco_folders_give_the_same_counts(tmp_path, capsys):
-    from minissd.data.synthetic import generate, write_yolo_files
+    from minissd.data.synthetic import generate, write_coco_files, write_yolo_files
     root = generate(str(tmp_path / "syn"), num_train=6, num_val=2, image_size=64, seed=3)
     yolo = write_yolo_files(root)
+    train_json, val_json = write_coco_files(root)
+    images = os.path.join(root, "JPEGImages")
     out = {}
-    for kind, flags in (("voc", ["--voc-root", root]), ("yolo", ["--yolo-root", yolo])):
+    for kind, flags in (("voc", ["--voc-root", root]), ("yolo", ["--yolo-root", yolo]),
+                        ("coco", ["--coco-root", images, "--coco-ann", train_json,
+                                  "--coco-val-ann", val_json])):
         assert inspect_cmd.main(flags + ["--out", str(tmp_path / kind), "--no-fit",
                                          "--worst", "0"]) == 0
         out[kind] = json.load(open(tmp_path / kind / "report.json"))
     capsys.readouterr()
     # YOLO has no difficult flag (those objects are left out in both readers' training view)
-    assert out["voc"]["counts"] == out["yolo"]["counts"]
+    assert out["voc"]["counts"] == out["yolo"]["counts"] == out["coco"]["counts"]
     assert out["voc"]["ceiling"] == pytest.approx(out["yolo"]["ceiling"], abs=0.02)
+    assert out["voc"]["ceiling"] == pytest.approx(out["coco"]["ceiling"], abs=0.02)
     assert "not several" in fails(["--voc-root", root, "--yolo-root", yolo], capsys,
                                   inspect_cmd)
 
