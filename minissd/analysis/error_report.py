@@ -11,6 +11,8 @@ import numpy as np
 from .confusion import best_f1, confusion_matrix
 from .errors import NAMES, TYPES, tide_errors
 
+MAX_PRINTED_CLASSES = 20        # a larger confusion matrix goes to the files only
+
 
 def error_report(detections, ground_truths, class_names, out=None):
     """(lines of text, dict, pictures {name: path}) for one evaluation's detections and
@@ -36,11 +38,15 @@ def error_report(detections, ground_truths, class_names, out=None):
                      f"{r.num_gt.get(c, 0):>7d}")
     names = ("background",) + tuple(class_names)
     short = [n[:10] for n in names]
+    width = max(width, len("background"))
     lines += ["", "confusion matrix at those thresholds (rows: true class, columns: detected; "
-              "background row: false alarms, column: missed):",
-              "  " + f"{'':<{width}}" + "".join(f" {n:>10}" for n in short)]
-    for i, n in enumerate(names):
-        lines.append(f"  {n[:width]:<{width}}" + "".join(f" {v:>10d}" for v in C[i]))
+              "background row: false alarms, column: missed):"]
+    if len(names) > MAX_PRINTED_CLASSES + 1:
+        lines.append(f"  ({len(class_names)} classes: see errors.json and errors.png)")
+    else:
+        lines.append("  " + f"{'':<{width}}" + "".join(f" {n:>10}" for n in short))
+        for i, n in enumerate(names):
+            lines.append(f"  {n[:width]:<{width}}" + "".join(f" {v:>10d}" for v in C[i]))
     pictures = {}
     if out is not None:
         pictures["errors"] = plot_errors(r, C, names, os.path.join(out, "errors.png"))
