@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: python -m minissd.evaluate --checkpoint CKPT [--voc-root DIR]
                        [--coco-root DIR --coco-ann FILE.json] [--metric voc07|voc10|coco|all]
-                       [--json]
+                       [--json] [--errors]
 (or --weights FILE.pth: torchvision's ssd300_vgg16 or ssd.pytorch's SSD, with --voc-root DIR or
 --coco-root DIR --coco-ann FILE.json)
 
@@ -19,6 +19,11 @@ a VOC-format folder or flat export on its validation split (val.txt, valid/, or 
 from a hash of the image ids, the same as train made). With --coco-root DIR --coco-ann FILE:
 every image of that COCO file. Classes are the checkpoint's, by name (objects of other
 classes are left out).
+
+--errors adds the error breakdown (minissd/analysis/error_report.py): TIDE's error types
+(classification, localisation, both, duplicate, background, missed) with the mAP a fix of
+each would add, the precision/recall at each class's best-F1 threshold and the confusion
+matrix at those thresholds; errors.png and errors.json go into --out.
 
 Inference (minissd/inference.py): each image is resized to the config's input size (no
 augmentation), preprocessed as the weights expect (config.preprocess), run through the network,
@@ -101,6 +106,10 @@ def build_parser():
                    "on stdout (the table goes to stderr)")
     p.add_argument("--out", metavar="DIR", help="folder for pr_curves.png (default: next to "
                    "the checkpoint)")
+    p.add_argument("--errors", action="store_true", help="also break the mistakes down: "
+                   "TIDE's error types with the mAP each would add if fixed, precision/recall "
+                   "at each class's best-F1 threshold, a confusion matrix (errors.png and "
+                   "errors.json in --out)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where to run the network")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
@@ -149,6 +158,7 @@ def _evaluate(args):
     skipped = f" ({r['skipped']} unreadable images skipped)" if r["skipped"] else ""
     print(f"{r['num_images']} images in {seconds:.1f}s{skipped}; PR curves: {png}",
           file=text_out)
+    errors = _errors(r, names, out, text_out) if args.errors else None
     if args.json:
         out = {
             "map": _nan_to_none(r["map"]), "map_voc07": _nan_to_none(r["map"]),
@@ -157,12 +167,35 @@ def _evaluate(args):
             "ap_voc10": {names[c - 1]: _nan_to_none(v) for c, v in r["ap_voc10"].items()},
             "num_images": r["num_images"], "checkpoint": weights_file,
             "step": meta.get("step"), "pr_curves": png, "seconds": seconds}
+        if errors is not None:
+            out["errors"] = _no_nan(errors)
         if want_coco:
             out["coco"] = {k: _nan_to_none(r["coco"][k]) for k in COCO_KEYS}
             out["coco"]["ap"] = {names[c - 1]: _nan_to_none(v)
                                  for c, v in r["coco"]["ap"].items()}
         print(json.dumps(out))
     return 0
+
+
+def _errors(r, names, out, text_out):
+    """Print the error breakdown, write errors.png and errors.json into `out`; returns it."""
+    from .analysis.error_report import error_report
+    lines, summary, pictures = error_report(r["detections"], r["truths"], names, out)
+    print("\n" + "\n".join(lines), file=text_out)
+    path = os.path.join(out, "errors.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_no_nan(summary), f, indent=1)
+    print(f"error pictures: {', '.join(pictures.values())}; numbers: {path}", file=text_out)
+    return summary
+
+
+def _no_nan(v):
+    """v with every NaN float (a class without a threshold) as None, for strict JSON."""
+    if isinstance(v, dict):
+        return {k: _no_nan(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_nan(x) for x in v]
+    return _nan_to_none(v)
 
 
 def _print_tables(r, names, metric, out):

@@ -194,7 +194,9 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
     returns {"map": VOC07 mAP, "map_voc10": ..., "ap": {c: VOC07 AP}, "ap_voc10": {c: ...},
              "result": evaluate_detections' full VOC07 result (precision/recall per class),
              "coco": coco_eval's result (coco=True only),
-             "num_images": n, "skipped": images left out because their files are unreadable}
+             "num_images": n, "skipped": images left out because their files are unreadable,
+             "detections": per image (boxes, scores, labels), "truths": per image ground
+             truth (what evaluate --errors breaks down)}
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     priors = priors_for(model, config)
@@ -226,7 +228,7 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
     scored = [v for c, v in ap10.items() if c not in r07["ignored"]]
     out = {"map": r07["map"], "map_voc10": float(np.mean(scored)) if scored else float("nan"),
            "ap": r07["ap"], "ap_voc10": ap10, "result": r07, "num_images": n - skipped,
-           "skipped": skipped}
+           "skipped": skipped, "detections": detections, "truths": truths}
     if coco:
         out["coco"] = coco_eval(detections, truths, config.num_classes, sizes,
                                 class_names=config.class_names)

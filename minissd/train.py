@@ -105,9 +105,15 @@ def build_parser():
       help="network configuration from minissd/config.py (default: tiny; with --weights, "
            "the weights' own network); ssd300_coco and ssd512_coco are SSD300/SSD512 with "
            "COCO's smaller default boxes.")
-    a("--image-size", type=int, metavar="S",
+    a("--image-size", type=_image_size, metavar="S",
       help="tiny only: the network's input side in pixels (default 128); larger finds smaller "
-           "objects and trains slower (about (S/128)^2).")
+           "objects and trains slower (about (S/128)^2). auto: picked from the training "
+           "objects' sizes (python -m minissd.inspect's advice), printed with its cost.")
+    a("--fit-boxes", action="store_true",
+      help="fit the default boxes' scales (and aspect ratios, for elongated objects) to the "
+           "training objects, maximising the share that has a default box at IoU >= 0.5 "
+           "(python -m minissd.inspect shows it); the boxes are stored in the checkpoint's "
+           "config, so evaluate and detect use them. Off by default.")
     a("--device", default="auto", choices=("auto", "cpu", "cuda"),
       help="where to train; auto takes the GPU when CuPy imports and a GPU answers.")
     tiny, own, voc = TINY_ON_SYNTHETIC, TINY_ON_OWN_DATA, SSD300_VOC_RECIPE
@@ -201,6 +207,16 @@ def _pct(fraction):
     return f"{100 * fraction:.2g}%%"
 
 
+def _image_size(text):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side in pixels like 256, or auto; got "
+                                         f"{text!r}") from None
+
+
 def _int_list(text):
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -231,7 +247,8 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
         momentum=args.momentum, weight_decay=args.weight_decay,
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
-        image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric)
+        image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric,
+        fit_boxes=args.fit_boxes)
     for key in ("batch_size", "iters"):
         value = getattr(s if key == "batch_size" else args, key)
         if value is not None and value < 1:
@@ -286,6 +303,8 @@ def prepare(args, quiet=False):
         spec = checkpoint[1]["data"]
         return settings, spec, _num_train(spec), checkpoint, \
             args.out or os.path.dirname(os.path.abspath(args.resume))
+    if args.image_size == "auto":
+        args.image_size = _auto_image_size(args, quiet)
     if args.image_size is not None and args.weights is None:
         try:
             get_config(args.config, image_size=args.image_size)
@@ -372,6 +391,26 @@ def check_finetune_flags(args):
         fail("train", f"--body-lr-mult: {args.body_lr_mult:g} is negative; give 0 (a fixed "
                       "body) or more")
 
+
+def _auto_image_size(args, quiet):
+    """--image-size auto: the side analysis/run_boxes.auto_image_size picks for the
+    training objects of the data flags (tiny on your own data only)."""
+    if args.config != "tiny" or not _own_data(args):
+        fail("train", "--image-size: auto needs --config tiny and your own data (--voc-root, "
+                      "--coco-root or --yolo-root); give a side in pixels instead")
+    from .analysis.run_boxes import auto_image_size
+    if args.yolo_root is not None:
+        spec = yolo_spec(os.path.abspath(args.yolo_root), classes=args.classes)
+    elif args.coco_root is not None:
+        spec = coco_spec(*(None if p is None else os.path.abspath(p) for p in (
+            args.coco_root, args.coco_ann, args.coco_val_root, args.coco_val_ann)),
+            classes=args.classes)
+    else:
+        spec = data_spec(os.path.abspath(args.voc_root), args.config, classes=args.classes)
+    size, line = auto_image_size(args.config, open_split(spec, "train"))
+    if not quiet:
+        _say(line)
+    return size
 
 
 def _own_data(args):

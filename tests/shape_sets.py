@@ -32,7 +32,12 @@ from PIL import Image, ImageDraw
 
 KINDS = {"polygons": ("diamond", "hexagon", "arrow"),
          "outlines": ("ellipse", "rectangle", "triangle"),
-         "blobs": ("crescent", "plus", "bar")}
+         "blobs": ("crescent", "plus", "bar"),
+         # harder sets (issue 25; appended, so the first three keep their seeds and images):
+         "dense": ("diamond", "hexagon", "plus"),       # 20-150 objects of 6-40 px (--size 800)
+         "elongated": ("slab", "oval", "frame"),        # axis-aligned, length/width 3..8
+         "rare": ("diamond", "hexagon", "arrow")}       # the arrow: 0.5% (about 10 objects)
+HARD_KINDS = ("dense", "elongated", "rare")
 
 
 def _rot(pts, angle):
@@ -119,8 +124,62 @@ def _draw(draw, mask_draw, name, cx, cy, r, angle, col, width):
         mask_draw.polygon(pts, fill=255)
 
 
+def render_hard(rng, kind, s):
+    """The harder sets: one image (s, s, 3) uint8 and its objects, as render()."""
+    names = KINDS[kind]
+    image = Image.fromarray(_background(rng, "polygons", s))
+    draw = ImageDraw.Draw(image)
+    if kind == "dense":
+        count, sides = int(rng.integers(20, 151)), (6, 40)
+    else:
+        count, sides = int(rng.integers(1, 7)), (0.06 * s, 0.7 * s)
+    objects, placed = [], []
+    for _ in range(count):
+        for _try in range(30):
+            side = math.exp(rng.uniform(math.log(sides[0]), math.log(sides[1])))
+            if kind == "elongated":
+                ratio = rng.uniform(3, 8)
+                w, h = side * math.sqrt(ratio), side / math.sqrt(ratio)
+                w, h = (w, h) if rng.random() < 0.5 else (h, w)
+            else:
+                w = h = side
+            w, h = min(w, s - 4), min(h, s - 4)
+            cx, cy = rng.uniform(w / 2 + 1, s - w / 2 - 1), rng.uniform(h / 2 + 1, s - h / 2 - 1)
+            if all(abs(cx - px) > 0.45 * (w + pw) or abs(cy - py) > 0.45 * (h + ph)
+                   for px, py, pw, ph in placed):
+                break
+        else:
+            continue
+        placed.append((cx, cy, w, h))
+        if kind == "rare":
+            name = names[int(rng.choice(3, p=[0.4975, 0.4975, 0.005]))]
+        else:
+            name = names[int(rng.integers(len(names)))]
+        col = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        if name == "slab":
+            draw.rectangle(box, fill=col)
+        elif name == "oval":
+            draw.ellipse(box, fill=col)
+        elif name == "frame":
+            draw.rectangle(box, outline=col, width=max(2, int(min(w, h) * 0.25)))
+        else:
+            r = min(w, h) / 2
+            pts = _polygon(name, r, rng.uniform(0, 2 * np.pi)) + (cx, cy)
+            draw.polygon([tuple(p) for p in pts], fill=col)
+            xs, ys = pts[:, 0], pts[:, 1]
+            box = [xs.min(), ys.min(), xs.max(), ys.max()]
+        x0, y0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+        x1, y1 = min(s - 1, int(round(box[2]))), min(s - 1, int(round(box[3])))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            objects.append((name, (x0 + 1, y0 + 1, x1 + 1, y1 + 1)))     # VOC: 1-based
+    return np.asarray(image), objects
+
+
 def render(rng, kind, s):
     """One image (s, s, 3) uint8 and its objects [(class, (x0, y0, x1, y1) pixels)]."""
+    if kind in HARD_KINDS:
+        return render_hard(rng, kind, s)
     names = KINDS[kind]
     bg = _background(rng, kind, s)
     image = Image.fromarray(bg)

@@ -123,6 +123,7 @@ class Trainer:
         else:
             self.config = get_config(s.config, class_names=self.train_set.class_names,
                                      image_size=s.image_size)
+        self.box_notes = self._data_report(meta is None)
         self.out = out or os.path.join("runs", f"{self.config.name}-{self.spec['kind']}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")
         if comm.size > 1:
@@ -181,6 +182,20 @@ class Trainer:
         self.t_first = None          # when the first step of this session ended (the estimate)
         self.val_skipped = 0         # unreadable validation images in the last evaluation
 
+    def _data_report(self, new_run):
+        """The plan's recall-ceiling line and, with --fit-boxes on a new run, default boxes
+        fitted to the training objects (analysis/plan.py); lines for print_plan."""
+        if self.spec["kind"] == "synthetic" and not self.settings.fit_boxes:
+            return []
+        from ..analysis.run_boxes import ceiling_line, fitted_config, training_boxes
+        boxes = training_boxes(self.train_set)
+        notes = []
+        if self.settings.fit_boxes and new_run:
+            self.config, line = fitted_config(self.config, boxes)
+            notes.append(line)
+        line = ceiling_line(self.config, boxes)
+        return notes + ([line] if line else [])
+
     def print_plan(self):
         """What the run will do, before its first step: data, classes, steps, epochs."""
         s, c, n = self.settings, self.config, len(self.train_set)
@@ -195,7 +210,7 @@ class Trainer:
               f"{', '.join(map(str, s.milestones)) or 'never'}), {self.device}{procs} -> "
               f"{self.out}",
               file=sys.stderr)
-        for line in getattr(self, "finetune_lines", ()):
+        for line in (*getattr(self, "finetune_lines", ()), *self.box_notes):
             print(f"minissd.train: {line}", file=sys.stderr)
         if self.spec["kind"] != "synthetic":
             side = median_object_side(self.train_set, c.image_size)
