@@ -51,6 +51,7 @@ class TrainSettings:
     image_size: int | None = None  # the network's input side; None: the config's own
     classes: tuple[str, ...] | None = None    # --classes: train on these (None: as found)
     coco_metric: bool = False      # --coco-metric: COCO AP beside VOC07 at each evaluation
+    matching: str | None = None    # --matching: the matching rule (None: the config's own)
     # The schedule in epochs (see `scheduled`): iters, warmup and milestones above are what it
     # resolved to for this run's data; epochs is then this run's own length in epochs.
     epochs: float | None = None    # passes over the training images
