@@ -34,7 +34,8 @@ predict **all the boxes and all the classes of an image in one real-time pass** 
 It cuts the image into a $7 \times 7$ grid and predicts, from its last, coarse feature map,
 $B = 2$ boxes per cell and one set of class scores per cell: $7 \cdot 7 \cdot 2 = 98$ boxes in
 all. Its output is one $7 \times 7 \times 30$ array: per cell, $B \cdot 5 = 10$ numbers for
-the two boxes ($x, y, w, h$ and a confidence each) and $C = 20$ class probabilities. Fast (45 images per second), but every cell can report at most two objects, of
+the two boxes ($x, y, w, h$ and a confidence each) and $C = 20$ class probabilities. Fast
+(45 images per second), but every cell can report at most two objects, of
 one class, and all of them are predicted from a map where one cell covers 64x64 pixels of a
 448-pixel image. A flock of small birds is lost.
 
@@ -42,7 +43,8 @@ one class, and all of them are predicted from a map where one cell covers 64x64 
 feature maps of decreasing resolution (38x38 down to 1x1 in SSD300), with 4 or 6 default boxes
 per cell, each with its own class scores: **8732 boxes**, and its output is a $8732 \times (4 + C)$
 array, $C = 21$ on VOC (20 classes and background): every box has its own 4 offsets and its own
-class scores, where YOLO v1's two boxes of a cell share one set of classes. *Single shot* means that one forward
+class scores, where YOLO v1's two boxes of a cell share one set of classes. *Single shot*
+means that one forward
 pass of one network gives every box and every class score at once: there is no proposal step
 and no second network run per region. What remains after the network is only decoding and
 non-maximum suppression (notebook 06).
@@ -79,7 +81,7 @@ print(f"YOLO v1: {yolo_boxes} boxes from one 7x7 map;  SSD300: {ssd_boxes} boxes
       f"{len(cfg.feature_maps)} maps ({ssd_boxes / yolo_boxes:.0f}x as many)")
 assert yolo_boxes == 98 and ssd_boxes == 8732 and len(cfg.feature_maps) == 6
 
-yolo_out = (7, 7, 2 * 5 + 20)                    # per cell: 2 boxes x (x, y, w, h, conf), 20 classes
+yolo_out = (7, 7, 2 * 5 + 20)        # per cell: 2 boxes x (x, y, w, h, conf), 20 classes
 ssd_out = (ssd_boxes, 4 + cfg.num_classes)       # per box: 4 offsets, 21 class scores
 print(f"output: YOLO v1 {yolo_out} = {np.prod(yolo_out)} numbers;  SSD300 {ssd_out} = "
       f"{np.prod(ssd_out)} numbers")
@@ -237,7 +239,8 @@ location of conv7, conv8_2 and conv9_2 and only 4 on conv4_3, conv10_2 and conv1
 aspect ratios of 1/3 and 3". The paper gives no reason; two facts fit the choice. conv4_3 is
 the largest map (38x38: 5776 boxes with 4 per cell, 8664 with 6, a third more boxes in all), and
 on the 3x3 and 1x1 maps a ratio-3 box would be wider than the image ($213\sqrt3 = 369$ and
-$264\sqrt3 = 457$ pixels against 300) and cut by the border. The extra shapes are worth having where they are used: in the paper's ablation (Sec. 3.2,
+$264\sqrt3 = 457$ pixels against 300) and cut by the border. The extra shapes are worth having
+where they are used: in the paper's ablation (Sec. 3.2,
 Table 2) removing the 1/3 and 3 boxes everywhere costs 0.6 mAP points on VOC2007 test, and also
 removing 1/2 and 2 costs another 2.1.
 """),
@@ -342,7 +345,8 @@ plt.show()
 """),
 ("md", r"""
 The same photo for the two scale rules: the square box $s_k$ of each map, centred on the
-image, with the paper's formula as written (left) and the released sizes (right). The formula's smallest box is
+image, with the paper's formula as written (left) and the released sizes (right). The
+formula's smallest box is
 twice as large (60 pixels instead of 30), so objects much smaller than 60 pixels have no
 default box their size under the formula.
 """),

@@ -8,7 +8,8 @@ Training needs a target for each of the 8732 default boxes: a class (0 = backgro
 the boxes that see an object, the offsets to that object. `minissd.matching.match` decides which
 default box is responsible for which ground-truth box; `minissd.boxes.encode` turns a matched
 pair into offsets. This notebook works the two rules in use (the paper's, as its Caffe code
-runs it, and ssd.pytorch's) through by hand on 2 objects and 6 boxes, runs them on a real photo, and explains why the offsets are divided by the box size and why the sizes
+runs it, and ssd.pytorch's) through by hand on 2 objects and 6 boxes, runs them on a real
+photo, and explains why the offsets are divided by the box size and why the sizes
 go through a log.
 """),
 ("code", r"""

@@ -23,15 +23,16 @@ $$L_{conf}(x, c) = -\sum_{i \in Pos}^{N} x_{ij}^p \log \hat c_i^{\,p}
 |---|---|---|
 | $d_i$ | default box $i$, centre form $(cx, cy, w, h)$ | `priors[i]` (`priors.default_boxes`) |
 | $g_j$ | ground-truth box $j$ | `gt_boxes[j]` (corners; `boxes.corner_to_center`) |
-| $x_{ij}^p \in \{0, 1\}$ | 1 when default box $i$ is matched to ground truth $j$ of class $p$ | `conf_t[i] == p > 0` (`matching.match`; $j$ is the object it matched) |
-| $Pos$, $Neg$ | matched default boxes; the mined background boxes | `conf_t > 0`; `cache.negative` (`kernels.hard_negative_mask`) |
+| $x_{ij}^p \in \{0, 1\}$ | 1: box $i$ matched to ground truth $j$ of class $p$ | `conf_t[i] == p` |
+| $Pos$, $Neg$ | matched default boxes; the mined background boxes | `conf_t > 0`; `negative` |
 | $N$ | number of matched default boxes | `num_pos` (all images of the batch; 1 when 0) |
 | $l_i$ | the network's predicted offsets for box $i$ | `loc[:, i]` (the loc heads) |
 | $\hat g_j$ | the encoded ground truth, the target of $l_i$ | `loc_t[:, i]` (`boxes.encode`) |
-| $c_i^p$, $\hat c_i^{\,p}$ | class-$p$ logit of box $i$, its softmax | `conf[:, i, p]`, `softmax(conf)` |
+| $c_i^p$, $\hat c_i^{\,p}$ | class-$p$ logit of box $i$, its softmax | `conf[:, i, p]`, softmax |
 | $\alpha$ | weight of the localisation term, 1 | `alpha=1` in `multibox_loss_forward` |
 
-(`minissd.loss.multibox_loss_forward` / `multibox_loss_backward`, the mining in
+(`minissd.loss.multibox_loss_forward` / `multibox_loss_backward`; `conf_t` and `loc_t` come from
+`minissd.matching.match`, $j$ being the object box $i$ matched; `negative` is the mask of
 `minissd.kernels.hard_negative_mask`.) Four things the equations leave out or the walkthrough
 gets wrong:
 
