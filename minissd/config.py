@@ -151,6 +151,8 @@ class SSDConfig:
     per_class_top_k: int = 400              #   nms_threshold, top_k per image
     clip_boxes: bool = False                # clip decoded boxes to the image before NMS
     wh_clamp: float | None = None           # cap on the log size change of a decoded box
+    matching: str = "ssd.pytorch"           # the bipartite step of training's matching:
+                                            # "ssd.pytorch" or "caffe" (the paper's; matching.py)
     # --- a body that is not VGG (empty: the VGG network above; see the module docstring) ---
     body: tuple = ()                        # BodyLayer, in forward order
     sources: tuple = ()                     # names of the body layers feeding head 0, 1, ...

@@ -51,6 +51,7 @@ from .config import CONFIGS, get_config
 from .data.choice import coco_spec, data_spec, open_split, yolo_spec
 from .data.voc import DataError
 from .inference import CheckpointError
+from .matching import RULES
 from .training.checkpoint import load_run_checkpoint
 from .training.loop import run
 from .training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY_ON_SYNTHETIC,
@@ -173,6 +174,10 @@ def build_parser():
     a("--body-lr-mult", type=float, default=1.0, metavar="M",
       help="with --weights: the learning rate of the body (base and extras) is lr x M; the "
            "heads train at lr (default 1).")
+    a("--matching", choices=RULES, help="the matching rule's bipartite step: ssd.pytorch "
+      "(each object claims its best default box, a later object wins a shared one) or caffe "
+      "(the paper's: greedy, largest IoU first, no box given twice); default: the config's "
+      "(ssd.pytorch). minissd/matching.py.")
     a("--seed", type=int, default=0, help="seed of the model init, data order and "
       "augmentation (default 0).")
     a("--eval-every", type=int, help="evaluate VOC07 mAP on the validation split every this "
@@ -248,7 +253,7 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
         voc_root=None if args.voc_root is None else os.path.abspath(args.voc_root),
         val_limit=args.val_limit, pretrained_vgg=args.pretrained_vgg,
         image_size=args.image_size, classes=args.classes, coco_metric=args.coco_metric,
-        fit_boxes=args.fit_boxes)
+        fit_boxes=args.fit_boxes, matching=args.matching)
     for key in ("batch_size", "iters"):
         value = getattr(s if key == "batch_size" else args, key)
         if value is not None and value < 1:

@@ -9,6 +9,17 @@ other detectors say *anchor* or *prior*). This notebook explains why SSD has so 
 builds the 8732 default boxes of SSD300 with `minissd.priors.default_boxes`, and draws them on
 real photos.
 
+Three words first, because every table below uses them:
+
+* a **feature map** is one of the network's intermediate images: an array of $f \times f$
+  cells (and many channels) that a convolution computes from the input. SSD300 predicts from six
+  of them, of $f_k$ = 38, 19, 10, 5, 3 and 1 cells per side (`feature_maps`);
+* the **step** of a map is how many input pixels one of its cells stands for (`steps`: 8 for
+  the 38x38 map, $300 / 38 \approx 8$; 300 for the 1x1 map);
+* **boxes per cell** $B_k$ (`mbox`): each cell of map $k$ carries $B_k$ default boxes, all
+  centred on the cell, of different sizes and shapes. For every one of them the network predicts
+  4 offsets and one score per class.
+
 ## Why SSD exists
 
 In 2015 the accurate detectors had **two stages**. Faster R-CNN first runs a region proposal
@@ -16,16 +27,24 @@ network that suggests about 300 candidate boxes per image, then crops each candi
 features (RoI pooling) and runs a second network on every crop to classify it and refine its
 box. Accurate, but the second stage runs once per proposal: 7 images per second on a GPU.
 
-**YOLO v1** (Redmon et al., 2015) was the first single network to go straight from pixels to
-boxes. It cuts the image into a $7 \times 7$ grid and predicts, from its last, coarse feature
-map, $B = 2$ boxes per cell and one set of class scores per cell: $7 \cdot 7 \cdot 2 = 98$
-boxes in all. Fast (45 images per second), but every cell can report at most two objects, of
+**YOLO v1** (Redmon et al., 2015) was not the first network to go from pixels to boxes
+(OverFeat, 2013, slid one network over the image and regressed boxes; MultiBox, 2014, predicted
+class-agnostic boxes in one pass and left the classes to a second network). It was the first to
+predict **all the boxes and all the classes of an image in one real-time pass** of one network.
+It cuts the image into a $7 \times 7$ grid and predicts, from its last, coarse feature map,
+$B = 2$ boxes per cell and one set of class scores per cell: $7 \cdot 7 \cdot 2 = 98$ boxes in
+all. Its output is one $7 \times 7 \times 30$ array: per cell, $B \cdot 5 = 10$ numbers for
+the two boxes ($x, y, w, h$ and a confidence each) and $C = 20$ class probabilities. Fast
+(45 images per second), but every cell can report at most two objects, of
 one class, and all of them are predicted from a map where one cell covers 64x64 pixels of a
 448-pixel image. A flock of small birds is lost.
 
 **SSD** (Liu et al.) keeps YOLO's single pass and fixes both limits. It predicts from **six**
 feature maps of decreasing resolution (38x38 down to 1x1 in SSD300), with 4 or 6 default boxes
-per cell, each with its own class scores: **8732 boxes**. *Single shot* means that one forward
+per cell, each with its own class scores: **8732 boxes**, and its output is a $8732 \times (4 + C)$
+array, $C = 21$ on VOC (20 classes and background): every box has its own 4 offsets and its own
+class scores, where YOLO v1's two boxes of a cell share one set of classes. *Single shot*
+means that one forward
 pass of one network gives every box and every class score at once: there is no proposal step
 and no second network run per region. What remains after the network is only decoding and
 non-maximum suppression (notebook 06).
@@ -61,6 +80,34 @@ ssd_boxes = cfg.num_priors()
 print(f"YOLO v1: {yolo_boxes} boxes from one 7x7 map;  SSD300: {ssd_boxes} boxes from "
       f"{len(cfg.feature_maps)} maps ({ssd_boxes / yolo_boxes:.0f}x as many)")
 assert yolo_boxes == 98 and ssd_boxes == 8732 and len(cfg.feature_maps) == 6
+
+yolo_out = (7, 7, 2 * 5 + 20)        # per cell: 2 boxes x (x, y, w, h, conf), 20 classes
+ssd_out = (ssd_boxes, 4 + cfg.num_classes)       # per box: 4 offsets, 21 class scores
+print(f"output: YOLO v1 {yolo_out} = {np.prod(yolo_out)} numbers;  SSD300 {ssd_out} = "
+      f"{np.prod(ssd_out)} numbers")
+assert yolo_out == (7, 7, 30) and np.prod(yolo_out) == 1470
+assert ssd_out == (8732, 25) and np.prod(ssd_out) == 218_300
+"""),
+("md", r"""
+### Default boxes on several maps, anchors on one
+
+Faster R-CNN's region proposal network also places fixed boxes (it calls them *anchors*) on a
+feature map, and SSD's default boxes are "similar to the anchor boxes used in Faster R-CNN"
+(the paper, Sec. 2.1). The difference is where they sit. The RPN puts $k = 9$ anchors (3 scales,
+128, 256 and 512 pixels, times 3 ratios) at every position of **one** map, conv5_3 at stride 16,
+"typically ~2,400" positions (a 1000x600 image gives a $63 \times 38$ map): all sizes are
+predicted from the same coarse features. SSD gives each map the boxes of **its own size**: the
+small boxes sit on the fine 38x38 map (stride 8), the large ones on the coarse maps, so each size
+is predicted from features whose cells match it.
+"""),
+("code", r"""
+rpn_positions = 63 * 38                           # conv5_3 of a 1000x600 image, stride 16
+rpn_anchors = rpn_positions * 9                   # 3 scales x 3 ratios, all on this one map
+print(f"RPN: {rpn_positions} positions x 9 anchors = {rpn_anchors} anchors on one map")
+ssd_per_map = [f * f * b for f, b in zip(cfg.feature_maps, cfg.mbox)]
+print("SSD300: default boxes per map", ssd_per_map, "(smallest boxes on the finest map)")
+assert rpn_positions == 2394 and rpn_anchors == 21546
+assert ssd_per_map[0] == 5776 and sum(ssd_per_map) == 8732
 """),
 ("md", r"""
 ### A crowd of small objects
@@ -118,7 +165,7 @@ fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-## Scales: the paper's formula and the VGG config
+## Scales: the paper's formula and the released sizes
 
 Map $k$ gets a scale $s_k$, a fraction of the image side. The paper (Sec. 2.2) spaces them
 evenly between $s_{min} = 0.2$ and $s_{max} = 0.9$ for $m = 6$ maps:
@@ -133,10 +180,16 @@ Not every box of map $k$ has scale $s_k$. Each cell holds:
 * for each aspect ratio $a$ of the map, a wide box $w = s_k\sqrt{a}$, $h = s_k / \sqrt{a}$
   and its transpose, the tall box for $1/a$. These have the area $s_k^2$ of the first square.
 
-The released VOC model (Caffe SSD, ssd.pytorch, and `minissd.config.ssd300`) does not use the
-formula as written: it gives conv4_3 a smaller scale (0.1, i.e. 30 px), spaces the other five
-from 0.2 to 0.88 in whole pixels (`min_sizes`), and takes $s_{k+1}$ of the extra square from
-`max_sizes`. `SSDConfig.scales()` returns either; an empty `min_sizes` selects the formula.
+The released VOC model (Caffe SSD's `ssd_pascal.py`, ssd.pytorch, and `minissd.config.ssd300`)
+gives conv4_3 the scale 0.1 (30 px). That is the paper's own choice too: its Sec. 3.1 sets
+"default box with scale 0.1 on conv4_3" for the VOC model, and Sec. 2.2's formula then covers
+the other five maps. The other five are not 0.2, 0.34, ..., 0.9 but **0.20, 0.37, 0.54, 0.71,
+0.88**: Caffe's script computes the spacing in whole percent, $\lfloor (90 - 20) / (6 - 2)
+\rfloor = \lfloor 17.5 \rfloor = 17$ percentage points, so the last map gets 88% rather than
+90% (it is this integer step, not a rounding of pixels: $0.88 \cdot 300 = 264$ exactly). The
+extra square's $s_{k+1}$ comes from `max_sizes` (the next map's size; 315 px, 105%, for the
+last one). These `min_sizes` are therefore the paper's scales as the released code computes
+them. `SSDConfig.scales()` returns either; an empty `min_sizes` selects the formula as written.
 """),
 ("code", r"""
 paper = replace(cfg, name="ssd300-paper", min_sizes=(), max_sizes=())
@@ -145,7 +198,7 @@ pap_min, pap_max = paper.scales()
 names = ["conv4_3", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
 
 header = (f"{'k':>2} {'source':>9} {'f_k':>4} {'step':>5} | {'paper s_k':>9} {'s_k prime':>9} | "
-          f"{'VGG s_k':>8} {'s_k prime':>9} | {'B_k':>3} {'boxes':>6}")
+          f"{'rel. s_k':>8} {'s_k prime':>9} | {'B_k':>3} {'boxes':>6}")
 print(header)
 print("-" * len(header))
 for k, (name, f, step, b) in enumerate(zip(names, cfg.feature_maps, cfg.steps, cfg.mbox)):
@@ -158,6 +211,14 @@ for k, (name, f, step, b) in enumerate(zip(names, cfg.feature_maps, cfg.steps, c
 # Check: the formula gives 0.2, 0.34, ..., 0.9, and the config's sizes are the VOC model's.
 assert np.allclose(np.array(pap_min) / 300, [0.2, 0.34, 0.48, 0.62, 0.76, 0.9])
 assert tuple(vgg_min) == (30, 60, 111, 162, 213, 264)
+# ssd_pascal.py's rule: conv4_3 at 10%, then whole percents from 20 in steps of
+# floor((90 - 20) / (6 - 2)) = 17, each size ratio * 300 / 100; max sizes: the next ratio.
+step = (90 - 20) // (6 - 2)
+ratios = [10] + list(range(20, 90 + 1, step))    # 10, 20, 37, 54, 71, 88
+print("percent step", step, "->", ratios, "% of 300 px")
+assert step == 17 and ratios == [10, 20, 37, 54, 71, 88]
+assert [300 * r // 100 for r in ratios] == list(vgg_min)
+assert [300 * r // 100 for r in ratios[1:] + [ratios[-1] + step]] == list(vgg_max)
 """),
 ("md", r"""
 ## Counting the boxes
@@ -172,6 +233,16 @@ $$P = \sum_k f_k^2 B_k
 
 The walkthrough these notebooks were first written from gives 8742 here: a slip of addition.
 The paper, Caffe SSD and ssd.pytorch all have 8732, and so does the code below.
+
+**Why 4 boxes on some maps and 6 on others.** The paper (Sec. 3.1) puts 6 default boxes at each
+location of conv7, conv8_2 and conv9_2 and only 4 on conv4_3, conv10_2 and conv11_2, "omitting
+aspect ratios of 1/3 and 3". The paper gives no reason; two facts fit the choice. conv4_3 is
+the largest map (38x38: 5776 boxes with 4 per cell, 8664 with 6, a third more boxes in all), and
+on the 3x3 and 1x1 maps a ratio-3 box would be wider than the image ($213\sqrt3 = 369$ and
+$264\sqrt3 = 457$ pixels against 300) and cut by the border. The extra shapes are worth having
+where they are used: in the paper's ablation (Sec. 3.2,
+Table 2) removing the 1/3 and 3 boxes everywhere costs 0.6 mAP points on VOC2007 test, and also
+removing 1/2 and 2 costs another 2.1.
 """),
 ("code", r"""
 counts = [f * f * boxes_per_location(r) for f, r in zip(cfg.feature_maps, cfg.aspect_ratios)]
@@ -181,6 +252,13 @@ print("priors", priors.shape, priors.dtype)
 assert counts == [5776, 2166, 600, 150, 36, 4]
 assert sum(counts) == cfg.num_priors() == priors.shape[0] == 8732 != 8742
 assert default_boxes(paper).shape == (8732, 4)    # same layout, other sizes
+six_everywhere = sum(f * f * 6 for f in cfg.feature_maps)
+print("with 6 boxes on every map:", six_everywhere, "(conv4_3 alone:", 38 * 38 * 6, ")")
+assert six_everywhere == 11640 and 38 * 38 * 6 == 8664
+assert round((8732 - 5776 + 8664) / 8732, 2) == 1.33          # a third more boxes in all
+print("a ratio-3 box on conv10_2, conv11_2:", [round(m * np.sqrt(3)) for m in cfg.min_sizes[4:]],
+      "pixels wide")
+assert [round(m * np.sqrt(3)) for m in cfg.min_sizes[4:]] == [369, 457]
 """),
 ("md", r"""
 ## One location, worked by hand
@@ -267,7 +345,8 @@ plt.show()
 """),
 ("md", r"""
 The same photo for the two scale rules: the square box $s_k$ of each map, centred on the
-image, with the paper's formula (left) and the VGG config (right). The formula's smallest box is
+image, with the paper's formula as written (left) and the released sizes (right). The
+formula's smallest box is
 twice as large (60 pixels instead of 30), so objects much smaller than 60 pixels have no
 default box their size under the formula.
 """),
@@ -277,7 +356,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 6))
 squares = [offsets[k] + (f // 2 * f + f // 2) * b            # box 0 of the centre cell
            for k, (f, b) in enumerate(zip(cfg.feature_maps, cfg.mbox))]
 for ax, boxes, rule, sizes in ((axes[0], paper_priors, "paper formula", pap_min),
-                               (axes[1], priors, "VGG config", vgg_min)):
+                               (axes[1], priors, "released sizes", vgg_min)):
     viz.draw_default_boxes(image, boxes, indices=squares, ax=ax, color="yellow", linewidth=1.5)
     ax.set_title(f"{rule}: s_k = " + ", ".join(f"{s / 300:.2f}" for s in sizes), fontsize=10)
 plt.show()
@@ -357,7 +436,9 @@ assert small_cfg.num_priors() == small_priors.shape[0] == 5620
 ## Exercises
 
 1. SSD512 (`minissd.config.ssd512`) has seven maps. Count its default boxes by hand, then check
-   with `default_boxes(ssd512()).shape` (24564). Which of its maps have $f_k \ne 512/\text{step}_k$?
+   with `default_boxes(ssd512()).shape` (24564). Its steps (8, 16, ..., 512) give exactly
+   $512/\text{step}_k$ = 64, 32, 16, 8, 4, 2, 1 cells, its $f_k$: unlike SSD300, no grid runs
+   past the image. Which SSD300 maps do (see "One location, worked by hand" above)?
 2. Remove ratio 3 from every map (and fix `mbox`). How many boxes are left? Which objects lose
    a well-shaped default box?
 3. `clip=True` clamps $(c_x, c_y, w, h)$, not the corners. Find the boxes that change and draw

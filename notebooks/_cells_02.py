@@ -10,7 +10,8 @@ batch norm. The paper's SSD300 uses the first four; batch norm is the fifth, use
 Each lives in `minissd.ops` as a pair `x_forward(...) -> (out, cache)` /
 `x_backward(dout, cache)`, with no autograd. This notebook shows how the fast versions work,
 derives each backward pass, and checks every one against central differences
-(`minissd.gradcheck`) in float64.
+(`minissd.gradcheck`) in float64. Batch norm's derivation is longer and only `tiny` needs it: it
+is an optional appendix at the end.
 """),
 ("code", r"""
 import timeit
@@ -68,6 +69,11 @@ y_naive, _ = conv2d_forward_naive(x, w, None)
 assert np.allclose(y_mat, y_naive)
 assert np.array_equal(cols[0][:, 0],
                       np.concatenate([x[0, 0, :3, :3].ravel(), x[0, 1, :3, :3].ravel()]))
+# Dilation 2 spreads the 3x3 taps over a 5x5 span: no window fits the 4x4 input without
+# padding (exercise 1); with padding 1 there are 2x2 = 4 windows again.
+assert conv_output_size(4, 3, dilation=2) == 0
+assert conv_output_size(4, 3, padding=1, dilation=2) == 2
+assert im2col(x, 3, 3, padding=1, dilation=2).shape == (1, 18, 4)
 """),
 ("md", r"""
 **Backward.** With $Y = W_{mat}\,\text{cols} + b$ (per image):
@@ -181,7 +187,66 @@ print("all-zero input: y finite", np.isfinite(yz).all(), " dx finite", np.isfini
 assert np.isfinite(yz).all() and np.isfinite(dxz).all()
 """),
 ("md", r"""
-## Batch norm (the fifth operation)
+## Naive next to fast
+
+`conv2d_forward_naive` loops over output positions (one `tensordot` each); the fast version does
+one im2col copy and one matrix product. Same results, very different speed (small shapes, best
+of three runs; numbers vary with the machine's load).
+"""),
+("code", r"""
+x = rng.standard_normal((4, 16, 24, 24))                            # float64 to compare
+w = rng.standard_normal((32, 16, 3, 3))
+b = rng.standard_normal(32)
+y_fast, c_fast = conv2d_forward(x, w, b, 1, 1)
+y_slow, c_slow = conv2d_forward_naive(x, w, b, 1, 1)
+dy = rng.standard_normal(y_fast.shape)
+grads_fast, grads_slow = conv2d_backward(dy, c_fast), conv2d_backward_naive(dy, c_slow)
+print(f"y  rel error {rel_error(y_fast, y_slow):.1e}")
+for name, gf, gs in zip(("dx", "dw", "db"), grads_fast, grads_slow):
+    print(f"{name} rel error {rel_error(gf, gs):.1e}")
+    assert rel_error(gf, gs) < 1e-9
+assert rel_error(y_fast, y_slow) < 1e-9
+
+# timings in float32, as in training
+x, w, b, dy = (a.astype(np.float32) for a in (x, w, b, dy))
+_, c_fast = conv2d_forward(x, w, b, 1, 1)
+_, c_slow = conv2d_forward_naive(x, w, b, 1, 1)
+t_fast = min(timeit.repeat(lambda: conv2d_forward(x, w, b, 1, 1), number=1, repeat=5))
+t_slow = min(timeit.repeat(lambda: conv2d_forward_naive(x, w, b, 1, 1), number=1, repeat=5))
+tb_fast = min(timeit.repeat(lambda: conv2d_backward(dy, c_fast), number=1, repeat=5))
+tb_slow = min(timeit.repeat(lambda: conv2d_backward_naive(dy, c_slow), number=1, repeat=5))
+xp_ = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
+tp_fast = min(timeit.repeat(lambda: maxpool2d_forward(xp_, 2, 2), number=1, repeat=5))
+tp_slow = min(timeit.repeat(lambda: maxpool2d_forward_naive(xp_, 2, 2), number=1, repeat=5))
+print(f"conv forward  naive {t_slow * 1e3:7.1f} ms   im2col {t_fast * 1e3:6.1f} ms   "
+      f"x{t_slow / t_fast:.0f}")
+print(f"conv backward naive {tb_slow * 1e3:7.1f} ms   col2im {tb_fast * 1e3:6.1f} ms   "
+      f"x{tb_slow / tb_fast:.0f}")
+print(f"pool forward  naive {tp_slow * 1e3:7.1f} ms   windows {tp_fast * 1e3:5.1f} ms   "
+      f"x{tp_slow / tp_fast:.0f}")
+"""),
+("md", r"""
+## Exercises
+
+1. A 3x3 kernel with `dilation=2` spans 5x5 pixels, so on the 4x4 input above `im2col` gives
+   no column at all ($H_o = \lfloor (4 - 2 \cdot 2 - 1)/1 \rfloor + 1 = 0$). With `padding=1`
+   it gives 4. Work out by hand which pixels (or zeros of the padding) each of the 4 columns
+   reads, then check with `im2col(x, 3, 3, padding=1, dilation=2)`.
+2. Pooling backward sends the gradient to the *first* maximum. Build a window with a tie and
+   compare `maxpool2d_backward` with the gradient you would get by splitting it equally. Why do
+   both pass a gradient check only away from ties?
+3. Derive the L2Norm backward with $\epsilon$ under the square root instead
+   ($s = \sqrt{\sum x^2 + \epsilon}$) and compare the two at an all-zero position.
+4. Why does `gradcheck` use float64 and a random `dout`? Rerun a check in float32 and with
+   `dout = np.ones(...)`, and explain what each change hides. (For batch norm, an all-ones
+   `dout` gives $dx = 0$ exactly: why?)
+5. Batch norm's output for one image depends on the other images of the batch. Run the forward
+   on a batch of one 1x1 image: what comes out, and what does that mean for `--batch-size 1`?
+"""),
+("md", r"""
+## Appendix (optional): batch norm, derived and checked
+
+The fifth operation, used only by the `tiny` config; the SSD300 of the paper has none.
 
 SSD300 starts from a VGG16 trained on ImageNet. minissd's `tiny` config is trained from
 scratch in minutes, and a plain conv-ReLU stack trained from scratch sits for thousands of
@@ -291,60 +356,5 @@ for training in (True, False):
         # with eps, sum(x_hat^2) = M var / (var + eps), a little under M:
         assert np.allclose((dx * cache.xhat).sum(axis=(0, 2, 3)),
                            gamma * r * dgamma * 1e-5 * r ** 2)
-"""),
-("md", r"""
-## Naive next to fast
-
-`conv2d_forward_naive` loops over output positions (one `tensordot` each); the fast version does
-one im2col copy and one matrix product. Same results, very different speed (small shapes, best
-of three runs; numbers vary with the machine's load).
-"""),
-("code", r"""
-x = rng.standard_normal((4, 16, 24, 24))                            # float64 to compare
-w = rng.standard_normal((32, 16, 3, 3))
-b = rng.standard_normal(32)
-y_fast, c_fast = conv2d_forward(x, w, b, 1, 1)
-y_slow, c_slow = conv2d_forward_naive(x, w, b, 1, 1)
-dy = rng.standard_normal(y_fast.shape)
-grads_fast, grads_slow = conv2d_backward(dy, c_fast), conv2d_backward_naive(dy, c_slow)
-print(f"y  rel error {rel_error(y_fast, y_slow):.1e}")
-for name, gf, gs in zip(("dx", "dw", "db"), grads_fast, grads_slow):
-    print(f"{name} rel error {rel_error(gf, gs):.1e}")
-    assert rel_error(gf, gs) < 1e-9
-assert rel_error(y_fast, y_slow) < 1e-9
-
-# timings in float32, as in training
-x, w, b, dy = (a.astype(np.float32) for a in (x, w, b, dy))
-_, c_fast = conv2d_forward(x, w, b, 1, 1)
-_, c_slow = conv2d_forward_naive(x, w, b, 1, 1)
-t_fast = min(timeit.repeat(lambda: conv2d_forward(x, w, b, 1, 1), number=1, repeat=5))
-t_slow = min(timeit.repeat(lambda: conv2d_forward_naive(x, w, b, 1, 1), number=1, repeat=5))
-tb_fast = min(timeit.repeat(lambda: conv2d_backward(dy, c_fast), number=1, repeat=5))
-tb_slow = min(timeit.repeat(lambda: conv2d_backward_naive(dy, c_slow), number=1, repeat=5))
-xp_ = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
-tp_fast = min(timeit.repeat(lambda: maxpool2d_forward(xp_, 2, 2), number=1, repeat=5))
-tp_slow = min(timeit.repeat(lambda: maxpool2d_forward_naive(xp_, 2, 2), number=1, repeat=5))
-print(f"conv forward  naive {t_slow * 1e3:7.1f} ms   im2col {t_fast * 1e3:6.1f} ms   "
-      f"x{t_slow / t_fast:.0f}")
-print(f"conv backward naive {tb_slow * 1e3:7.1f} ms   col2im {tb_fast * 1e3:6.1f} ms   "
-      f"x{tb_slow / tb_fast:.0f}")
-print(f"pool forward  naive {tp_slow * 1e3:7.1f} ms   windows {tp_fast * 1e3:5.1f} ms   "
-      f"x{tp_slow / tp_fast:.0f}")
-"""),
-("md", r"""
-## Exercises
-
-1. Check by hand that `im2col` with `dilation=2` on the 4x4 input above gives a single column;
-   which pixels does it read?
-2. Pooling backward sends the gradient to the *first* maximum. Build a window with a tie and
-   compare `maxpool2d_backward` with the gradient you would get by splitting it equally. Why do
-   both pass a gradient check only away from ties?
-3. Derive the L2Norm backward with $\epsilon$ under the square root instead
-   ($s = \sqrt{\sum x^2 + \epsilon}$) and compare the two at an all-zero position.
-4. Why does `gradcheck` use float64 and a random `dout`? Rerun a check in float32 and with
-   `dout = np.ones(...)`, and explain what each change hides. (For batch norm, an all-ones
-   `dout` gives $dx = 0$ exactly: why?)
-5. Batch norm's output for one image depends on the other images of the batch. Run the forward
-   on a batch of one 1x1 image: what comes out, and what does that mean for `--batch-size 1`?
 """),
 ]

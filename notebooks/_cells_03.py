@@ -4,29 +4,79 @@ CELLS = [
 ("md", r"""
 # 03 · The network: VGG16 base, extra layers, heads
 
+The whole of SSD at test time, in one picture: one network turns the image into six feature
+maps, every cell of every map predicts its default boxes (4 offsets and $K + 1$ class scores
+each, $K = 20$ VOC classes and background: an $8732 \times 25$ array for SSD300), and two steps
+that are not a network, decoding and non-maximum suppression (notebook 06), turn that array
+into a few boxes.
+"""),
+("code", r"""
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+from minissd import viz
+from minissd.config import ssd300, ssd512, tiny
+from minissd.data.augment import resize
+from minissd.data.photos import normalised_boxes, photo
+from minissd.model import SSD
+from minissd.plan import format_plan, layer_plan, source_sizes
+from minissd.ops.conv import conv2d_forward
+
+cfg = ssd300()
+P, K = cfg.num_priors(), len(cfg.class_names)
+astro = photo("astronaut")                       # NASA, public domain (minissd.data.photos)
+fig, ax = plt.subplots(figsize=(16, 4.6))
+ax.set_xlim(0, 16), ax.set_ylim(0, 4.6), ax.set_axis_off()
+ax.imshow(resize(astro.image, 300), extent=(0.1, 2.6, 0.8, 3.3))
+ax.text(1.35, 0.45, "image\n300 x 300 x 3", ha="center", va="center", fontsize=10)
+x = 3.3
+for f, c in zip(cfg.feature_maps, (512, 1024, 512, 256, 256, 256)):
+    side = 0.5 + 2.0 * f / 38                                   # drawn size grows with f_k
+    ax.add_patch(Rectangle((x, 2.05 - side / 2), 0.5 * side, side, facecolor="tab:blue",
+                           alpha=0.35, edgecolor="tab:blue"))
+    ax.text(x + 0.25 * side, 2.05 - side / 2 - 0.25, f"{f}x{f}\nx{c}", ha="center", va="top",
+            fontsize=8)
+    x += 0.5 * side + 0.25
+ax.text(5.4, 4.2, "six feature maps (network: VGG16 base + extra layers)", ha="center",
+        fontsize=10)
+ax.add_patch(Rectangle((9.3, 0.7), 0.9, 2.7, facecolor="tab:orange", alpha=0.4,
+                       edgecolor="tab:orange"))
+ax.text(9.75, 2.05, f"{P}\nx\n(4 + {K + 1})", ha="center", va="center", fontsize=10)
+ax.text(9.75, 4.2, "heads: per box\n4 offsets, 21 scores", ha="center", fontsize=10)
+for xc, label in ((11.2, "decode\n(offsets +\ndefault boxes)"), (12.7, "NMS\nper class")):
+    ax.add_patch(Rectangle((xc - 0.6, 1.45), 1.2, 1.2, facecolor="lightgray", edgecolor="gray"))
+    ax.text(xc, 2.05, label, ha="center", va="center", fontsize=9)
+ax.text(11.95, 4.2, "no network: notebook 06", ha="center", fontsize=10)
+ax.imshow(resize(astro.image, 300), extent=(13.5, 16.0, 0.8, 3.3))
+for box in normalised_boxes(astro)[[0, 1, 4]]:                 # person, head, flag
+    x0, y0, x1, y1 = box
+    ax.add_patch(Rectangle((13.5 + 2.5 * x0, 3.3 - 2.5 * y1), 2.5 * (x1 - x0),
+                           2.5 * (y1 - y0), fill=False, edgecolor="yellow", linewidth=1.5))
+ax.text(14.75, 0.45, "boxes, classes, scores", ha="center", va="center", fontsize=10)
+for x0, x1 in ((2.65, 3.25), (8.75, 9.25), (10.25, 10.55), (11.85, 12.05), (13.35, 13.45)):
+    ax.add_patch(FancyArrowPatch((x0, 2.05), (x1, 2.05), arrowstyle="-|>", mutation_scale=15))
+ax.set_title("SSD300 at test time: one forward pass, then decoding and NMS", fontsize=12)
+plt.show()
+assert (P, K + 1) == (8732, 21) and cfg.feature_maps == (38, 19, 10, 5, 3, 1)
+"""),
+("md", r"""
 `minissd.model.SSD(config)` builds SSD300 from `minissd.config.ssd300()`:
 
 1. **VGG16 base**, conv1_1 .. conv5_3 (3x3 convs with ReLU, 2x2 max pools; the third pool in
    ceil mode so that 75 → 38), then VGG's fully connected fc6/fc7 turned into convolutions:
    pool5 3x3/1, **conv6** 3x3 with dilation 6, **conv7** 1x1.
 2. **L2Norm** on conv4_3's output (its activations are much larger than the later maps').
-3. **Extra layers** conv8 .. conv11 (1x1 then 3x3), each halving the map or shrinking it to 1x1.
-4. **Heads**: per source map, a 3x3 conv to $k \cdot 4$ offsets and one to $k \cdot C$ class
-   scores, $k$ default boxes per location.
+3. **Extra layers** conv8 .. conv11, each a 1x1 conv then a 3x3 conv. conv8_2 and conv9_2
+   (stride 2, padding 1) halve the map, 19 → 10 → 5; conv10_2 and conv11_2 are unpadded 3x3
+   convs with stride 1, which take 2 cells off the side: 5 → 3 → 1.
+4. **Heads**: per source map, a 3x3 conv to $4 B_k$ offsets and one to $(K + 1) B_k$ class
+   scores, $B_k$ default boxes per location, $K$ object classes plus background. (Below, $C$
+   always counts channels, never classes.)
 
 We run one 300x300 image through it layer by layer and write down every shape.
 """),
 ("code", r"""
-import matplotlib.pyplot as plt
-import numpy as np
-
-from minissd import viz
-from minissd.config import ssd300, ssd512, tiny
-from minissd.model import SSD
-from minissd.plan import format_plan, layer_plan, source_sizes
-from minissd.ops.conv import conv2d_forward
-
-cfg = ssd300()
 model = SSD(cfg)
 print(model)
 print("base list:", cfg.base)
@@ -103,14 +153,16 @@ print("source maps:", [s.shape[1:] for s in sources])
 assert tuple(s.shape[2] for s in sources) == cfg.feature_maps == source_sizes(cfg) \
     == (38, 19, 10, 5, 3, 1)
 assert tuple(s.shape[1] for s in sources) == (512, 1024, 512, 256, 256, 256)
+# (out channels, kernel, stride, padding) of conv8_2 .. conv11_2: two halve, two shrink by 2
+assert cfg.extras[1::2] == ((512, 3, 2, 1), (256, 3, 2, 1), (256, 3, 1, 0), (256, 3, 1, 0))
 assert sum(p.num_params for p in plan) == model.num_parameters()
 """),
 ("md", r"""
 ## Where 8732 comes from
 
-Head $k$ turns source map $k$ ($f_k \times f_k$, $C_k$ channels) into $(1, k_k \cdot 4, f_k, f_k)$
-offsets and $(1, k_k \cdot C, f_k, f_k)$ scores. Moving channels last and flattening gives
-$f_k^2 k_k$ boxes per map, ordered row, column, box: the order of `priors.default_boxes`.
+Head $k$ turns source map $k$ ($f_k \times f_k$, $C_k$ channels) into $(1, 4 B_k, f_k, f_k)$
+offsets and $(1, (K + 1) B_k, f_k, f_k)$ scores. Moving channels last and flattening gives
+$f_k^2 B_k$ boxes per map, ordered row, column, box: the order of `priors.default_boxes`.
 """),
 ("code", r"""
 total = 0
@@ -173,6 +225,31 @@ assert heads300["loc.3"].out_shape == (24, 5, 5) and heads300["conf.3"].out_shap
 ("md", r"""
 ## fc6/fc7 as convolutions: decimation and dilation
 
+VGG16 ends in three fully connected layers, fc6 $(4096, 7 \cdot 7 \cdot 512)$, fc7
+$(4096, 4096)$ and fc8 $(1000, 4096)$, ImageNet's 1000 classes: 123.6M of its 138M
+parameters. SSD drops fc8 and turns fc6 and fc7 into conv6 and conv7 with a quarter of the
+channels: 5.8M parameters, 21 times fewer.
+"""),
+("code", r"""
+fc = {"fc6": 4096 * 7 * 7 * 512 + 4096, "fc7": 4096 * 4096 + 4096, "fc8": 1000 * 4096 + 1000}
+params = dict(model.params())
+conv67 = {"conv6": params["vgg.31.weight"].size + params["vgg.31.bias"].size,
+          "conv7": params["vgg.33.weight"].size + params["vgg.33.bias"].size}
+print("VGG16:", {k: f"{v:,}" for k, v in fc.items()}, f"= {sum(fc.values()):,}")
+print("SSD:  ", {k: f"{v:,}" for k, v in conv67.items()}, f"= {sum(conv67.values()):,}",
+      f"({sum(fc.values()) / sum(conv67.values()):.0f}x fewer)")
+assert sum(fc.values()) == 123_642_856 and round(sum(fc.values()) / 1e6, 1) == 123.6
+assert conv67 == {"conv6": 4_719_616, "conv7": 1_049_600}
+assert round(sum(conv67.values()) / 1e6, 1) == 5.8
+assert round(sum(fc.values()) / sum(conv67.values())) == 21
+assert params["vgg.31.weight"].shape == (1024, 512, 3, 3)
+conv1_5 = sum(v.size for n, v in params.items()                     # VGG16's 13 convs, as SSD's
+              if n.startswith("vgg.") and int(n.split(".")[1]) < 30)
+print(f"VGG16 in all: {conv1_5:,} (convs) + {sum(fc.values()):,} (fc) = "
+      f"{conv1_5 + sum(fc.values()):,}")
+assert round((conv1_5 + sum(fc.values())) / 1e6) == 138
+"""),
+("md", r"""
 In VGG16, pool5 halves the 14x14 map to 7x7 and fc6 is a 7x7 convolution with 4096 filters,
 $(4096, 512, 7, 7)$ = 102M weights. SSD keeps the 19x19 map (pool5 becomes 3x3, stride 1) and
 **decimates** fc6: every 4th filter and every 3rd kernel tap, $(1024, 512, 3, 3)$
@@ -226,14 +303,37 @@ print(f"conv4_3 norm: {norm_before.min():.2f} .. {norm_before.max():.2f};  after
       f"{norm_after.min():.3f} .. {norm_after.max():.3f};  "
       f"conv7: {norm_conv7.min():.2f} .. {norm_conv7.max():.2f}")
 assert np.allclose(norm_after[norm_before > 0], 20.0, rtol=1e-4)
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-titles = ("conv4_3 (random init)", "L2Norm(conv4_3)", "conv7")
+top = max(norm_before.max(), norm_after.max(), norm_conv7.max())
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), layout="constrained")
+titles = (f"conv4_3 (random init): norms {norm_before.min():.2f} .. {norm_before.max():.2f}",
+          "L2Norm(conv4_3): every position 20",
+          f"conv7 (19x19): norms {norm_conv7.min():.2f} .. {norm_conv7.max():.2f}")
 for ax, m, t in zip(axes, (norm_before, norm_after, norm_conv7), titles):
-    im = ax.imshow(m, cmap="viridis")
-    fig.colorbar(im, ax=ax)
-    ax.set_title(f"channel norm: {t}")
+    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=top)         # one colour scale for all three
+    ax.set_title(t, fontsize=10)
     ax.set_axis_off()
+fig.colorbar(im, ax=axes, shrink=0.8, label="L2 norm over channels")
 plt.show()
+"""),
+("md", r"""
+## Any input size
+
+Every layer is a convolution or a pooling, so the network has no fixed input size: the same
+weights run on a larger image and simply give larger maps, and more default boxes. minissd's
+`tiny` config shows it (its default boxes follow the maps: `tiny(image_size=S)`); the
+published SSD300 and SSD512 are trained at one size each, and their default boxes are tied to it.
+"""),
+("code", r"""
+net128 = SSD(tiny())
+net256 = SSD(tiny(image_size=256))
+net256.load_state_dict(net128.state_dict())          # the same weights: no shape depends on S
+for net, side in ((net128, 128), (net256, 256)):
+    net.eval()
+    loc, conf = net.forward(rng.standard_normal((1, 3, side, side)).astype(np.float32),
+                            keep_cache=False)
+    print(f"{side}x{side}: maps {net.config.feature_maps}, loc {loc.shape}, conf {conf.shape}")
+    assert loc.shape == (1, net.config.num_priors(), 4)
+assert net128.config.num_priors() == 5620 and net128.num_parameters() == net256.num_parameters()
 """),
 ("md", r"""
 ## Parameters: 26,285,486

@@ -7,8 +7,9 @@ CELLS = [
 Training needs a target for each of the 8732 default boxes: a class (0 = background) and, for
 the boxes that see an object, the offsets to that object. `minissd.matching.match` decides which
 default box is responsible for which ground-truth box; `minissd.boxes.encode` turns a matched
-pair into offsets. This notebook works the rule through by hand on 2 objects and 6 boxes, runs
-it on a real photo, and explains why the offsets are divided by the box size and why the sizes
+pair into offsets. This notebook works the two rules in use (the paper's, as its Caffe code
+runs it, and ssd.pytorch's) through by hand on 2 objects and 6 boxes, runs them on a real
+photo, and explains why the offsets are divided by the box size and why the sizes
 go through a log.
 """),
 ("code", r"""
@@ -22,7 +23,7 @@ from minissd.data.augment import resize
 from minissd.data.photos import normalised_boxes, photo
 from minissd.kernels import iou_matrix
 from minissd.loss import multibox_loss_forward
-from minissd.matching import match
+from minissd.matching import match, match_reference
 from minissd.priors import box_labels, default_boxes
 
 cfg = ssd300()
@@ -48,22 +49,38 @@ print(iou_matrix(a, b))
 assert np.allclose(iou_matrix(a, b), [[1 / 7, 1, 0]])
 """),
 ("md", r"""
-## The matching rule, exactly as `minissd.matching.match` runs it
+## Two matching rules
 
-With the IoU matrix `overlaps` $(G, P)$:
+The paper (Sec. 2.2) matches "each ground truth box to the default box with the best jaccard
+overlap (as in MultiBox)", then every default box to any ground truth with overlap above 0.5.
+Two codebases write the first step differently, and `minissd.matching.match(..., rule=...)`
+runs either (`SSDConfig.matching` picks the one training uses):
+
+**`rule="caffe"`, the paper's**, as the authors' Caffe code runs it (`MatchBBox` in
+`bbox_util.cpp`, match type `PER_PREDICTION`, threshold 0.5), and as d2l teaches it:
+
+1. **Greedy bipartite step.** Among all pairs (object, box) whose object and box are both still
+   free, take the one with the largest IoU; give that box to that object; both leave the pool.
+   Repeat until every object has a box (or no free pair overlaps at all). No box is given twice,
+   every object gets one box of its own, and the order of the annotations does not matter.
+2. **Threshold.** Every other box takes the object it overlaps most (the first one on a tie) if
+   that IoU $\ge 0.5$; else it is background (label 0).
+
+**`rule="ssd.pytorch"`**, the rule of ssd.pytorch's `match` (and of torchvision's SSD), which
+minissd's own configs train with by default (it is what every published minissd figure was
+measured with):
 
 1. For every default box $p$: its best object `best_gt[p]` (the first one on a tie) and that
    IoU `best_gt_iou[p]`. For every object $g$: its best default box `best_prior[g]`.
 2. **Bipartite step.** For $g = 0, 1, \dots, G-1$ in the order of the annotation:
    `best_gt[best_prior[g]] = g`, and every claimed box gets `best_gt_iou = 2`, above any
    threshold. So each object takes the box it overlaps most, whatever the IoU, and when two
-   objects claim the same box **the later object wins**, as in ssd.pytorch's loop.
-3. **Threshold.** Every box with `best_gt_iou >= 0.5` is positive, with the label of
-   `best_gt`; every other box is background (label 0).
+   objects claim the same box **the later object wins**.
+3. **Threshold.** As step 2 of Caffe's rule.
 
-What this does *not* promise: that every object gets a positive. An object whose claimed box
-is taken by a later object gets no second choice. It keeps only the boxes that pass the
-threshold *and* overlap it more than any other object, and there may be none. It then
+What ssd.pytorch's rule does *not* promise: that every object gets a positive. An object whose
+claimed box is taken by a later object gets no second choice. It keeps only the boxes that pass
+the threshold *and* overlap it more than any other object, and there may be none. It then
 contributes nothing to the loss.
 
 ### Worked by hand: 2 objects, 6 default boxes
@@ -79,9 +96,15 @@ $y = 0.4 .. 0.6$, so each IoU is the overlap of the $x$ ranges over their union:
 
 A with box 2: overlap $0.46 - 0.30 = 0.16$, union $0.18 + 0.2 - 0.16 = 0.22$, IoU $0.727$;
 A with box 1: $0.12 / 0.26 = 0.462$. B with box 2: $0.18 / 0.22 = 0.818$; B with box 3:
-$0.12 / 0.28 = 0.429$. Both objects claim box 2. B comes later and takes it; A's next best box
-(box 1, 0.462) is under 0.5, so **A has no positive at all**. Written the other way round
-(B first), A takes box 2, although B overlaps it more, and B is left with none.
+$0.12 / 0.28 = 0.429$. Both objects claim box 2.
+
+* **ssd.pytorch's rule**: B comes later and takes box 2; A's next best box (box 1, 0.462) is
+  under 0.5, so **A has no positive at all**. Written the other way round (B first), A takes
+  box 2, although B overlaps it more, and B is left with none.
+* **Caffe's rule**: the largest IoU of all is B with box 2 (0.818): B takes box 2. The free pairs
+  left are A's with boxes 0, 1, 3, 4, 5; the largest is box 1 (0.462): **A takes box 1**, below
+  the threshold but its own. Every other box is under 0.5 with both objects. In either order of
+  the annotations: box 1 for A, box 2 for B.
 """),
 ("code", r"""
 xs6 = [(0, .2), (.2, .4), (.3, .5), (.4, .6), (.6, .8), (.8, 1)]     # x ranges; y is 0.4..0.6
@@ -106,36 +129,49 @@ assert conf_ba.tolist() == [0, 0, 1, 0, 0, 0]                        # A took it
 _, conf_low = match(two, [1, 2], hand_priors, iou_threshold=0.45)
 assert conf_low.tolist() == [0, 1, 2, 0, 0, 0]
 
-fig, axes = plt.subplots(1, 2, figsize=(14, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
-ax = axes[0]
-for n_box, (x0, _, x1, _) in enumerate(boxes6):
-    state = {0: "background", 1: "positive for A", 2: "positive for B"}[int(conf_ab[n_box])]
-    ax.barh(n_box, x1 - x0, left=x0, height=0.6, color="lightgray" if conf_ab[n_box] == 0
-            else viz.class_color(conf_ab[n_box]), edgecolor="black")
-    ax.text(1.01, n_box, f"box {n_box}: {state}", va="center", fontsize=9)
-for g, (name, y) in enumerate((("object A", 6.5), ("object B", 7.5))):
-    ax.barh(y, two[g, 2] - two[g, 0], left=two[g, 0], height=0.6,
-            color=viz.class_color(g + 1), alpha=0.6, edgecolor="black")
-    ax.text(1.01, y, f"{name}: positives {(conf_ab == g + 1).sum()}", va="center")
-ax.set_xlim(0, 1.4), ax.set_yticks([]), ax.invert_yaxis()
-ax.set_xlabel("x (all boxes span y = 0.4 .. 0.6)")
-ax.set_title("A then B: both claim box 2, B (later) wins, A is left with none")
-im = axes[1].imshow(ov, cmap="magma", vmin=0, vmax=1)
+# Caffe's rule (the paper's): B takes box 2 (0.818, the largest pair), then A its best free
+# box, box 1 (0.462). The same in both orders, and the plain-loop reference agrees.
+_, caffe_ab = match(two, [1, 2], hand_priors, rule="caffe")
+_, caffe_ba = match(two[::-1], [2, 1], hand_priors, rule="caffe")
+print("Caffe's rule, A, B order:", caffe_ab, " B, A order:", caffe_ba)
+assert caffe_ab.tolist() == caffe_ba.tolist() == [0, 1, 2, 0, 0, 0]
+assert match_reference(two, [1, 2], hand_priors, rule="caffe")[1].tolist() == [0, 1, 2, 0, 0, 0]
+assert np.isclose(ov.max(), ov[1, 2]) and np.isclose(ov[0, [0, 1, 3, 4, 5]].max(), ov[0, 1])
+
+fig, axes = plt.subplots(1, 3, figsize=(18, 3.8), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+for ax, conf, title in ((axes[0], conf_ab, "ssd.pytorch: both claim box 2, B (later) wins,\n"
+                         "A is left with none"),
+                        (axes[1], caffe_ab, "Caffe (the paper's): B takes box 2 (0.82),\n"
+                         "then A its best free box, box 1 (0.46)")):
+    for n_box, (x0, _, x1, _) in enumerate(boxes6):
+        state = {0: "background", 1: "positive for A", 2: "positive for B"}[int(conf[n_box])]
+        ax.barh(n_box, x1 - x0, left=x0, height=0.6, color="lightgray" if conf[n_box] == 0
+                else viz.class_color(conf[n_box]), edgecolor="black")
+        ax.text(1.01, n_box, f"box {n_box}: {state}", va="center", fontsize=9)
+    for g, (name, y) in enumerate((("object A", 6.5), ("object B", 7.5))):
+        ax.barh(y, two[g, 2] - two[g, 0], left=two[g, 0], height=0.6,
+                color=viz.class_color(g + 1), alpha=0.6, edgecolor="black")
+        ax.text(1.01, y, f"{name}: positives {(conf == g + 1).sum()}", va="center")
+    ax.set_xlim(0, 1.45), ax.set_yticks([]), ax.invert_yaxis()
+    ax.set_xlabel("x (all boxes span y = 0.4 .. 0.6)")
+    ax.set_title(title, fontsize=10)
+im = axes[2].imshow(ov, cmap="magma", vmin=0, vmax=1)
 for (g, p), v in np.ndenumerate(ov):
-    axes[1].text(p, g, f"{v:.2f}", ha="center", va="center",
+    axes[2].text(p, g, f"{v:.2f}", ha="center", va="center",
                  color="black" if v > 0.5 else "white")
-axes[1].set_yticks([0, 1], ["A", "B"]), axes[1].set_xticks(range(6))
-axes[1].set_xlabel("default box"), axes[1].set_title("IoU matrix (G=2, P=6)")
-fig.colorbar(im, ax=axes[1], shrink=0.8)
+axes[2].set_yticks([0, 1], ["A", "B"]), axes[2].set_xticks(range(6))
+axes[2].set_xlabel("default box"), axes[2].set_title("IoU matrix (G=2, P=6)")
+fig.colorbar(im, ax=axes[2], shrink=0.8)
 fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
 Among 8732 boxes two objects seldom share their best one (none of the photo's six objects
 below does), but it can happen in a crowd of small objects of about the same size, and then
-the order of the annotations decides which of them is trained. (Some later detectors, DETR
-among them, solve a real bipartite matching, with no box given twice; SSD's rule is the greedy
-one above.)
+ssd.pytorch's rule lets the order of the annotations decide which of them is trained; Caffe's
+gives each its own box. (Caffe's greedy step is not an optimal assignment: DETR, for one, solves
+the bipartite matching exactly with the Hungarian algorithm, maximising the total over all
+pairs; the greedy step takes the single largest pair first.)
 
 Why the bipartite step matters at all: a 12x9-pixel object has no default box with IoU
 $\ge 0.5$ (the smallest boxes are 30x30), so the threshold alone would make it invisible to
@@ -194,6 +230,8 @@ print("positives per object:", dict(zip(class_names, [int((conf_t == l).sum()) f
 assert len(set(best_prior.tolist())) == len(gt)    # no shared claim in this photo,
 assert np.all(conf_t[best_prior] == labels)        # so every object keeps its best box
 assert np.array_equal(conf_t > 0, above | claimed)
+# With no shared claim the two rules agree: the greedy step gives each object its best box too.
+assert np.array_equal(match(gt, labels, priors, rule="caffe")[1], conf_t)
 
 fig, axes = plt.subplots(1, 2, figsize=(14, 7))
 viz.draw_boxes(image, gt, labels=labels, class_names=class_names, ax=axes[0], linewidth=3)
@@ -310,9 +348,12 @@ plt.show()
    for the astronaut? Which objects keep only their step-2 box at 0.7?
 2. In the hand example, move object A to 0.26–0.44. Which box does it claim now, and does it
    keep a positive? Find the smallest shift of A for which both objects have one.
-3. Write the bipartite step so that an object that loses its box takes its second-best box
-   instead (loop until no two objects share one). On which images of a crowd would it change
-   the targets?
+3. Compare the two rules on crowds: for the synthetic set's training images
+   (`minissd.data.synthetic.generate`, then `minissd.data.voc.VOCDataset`), match every image
+   with `rule="caffe"` and `rule="ssd.pytorch"` against `default_boxes(tiny())`. How many
+   objects end with no positive under each rule? In how many images do the targets differ at
+   all? `python -m minissd.train --matching caffe` trains with the paper's rule: compare its
+   mAP with the default run's (the README's results section).
 4. Encode without variances (`variances=(1, 1)`) and look at the histogram again.
 5. `minissd.matching.match_batch` matches a batch with one IoU call. Check it against `match`
    image by image, including the hand example with the objects in both orders.

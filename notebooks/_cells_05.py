@@ -4,13 +4,56 @@ CELLS = [
 ("md", r"""
 # 05 · MultiBox loss and hard negative mining
 
-$$L = \frac{1}{N}\left(L_{conf} + \alpha L_{loc}\right), \qquad \alpha = 1,\quad
-  N = \text{number of positives}$$
+The paper's objective (Sec. 2.2, equations 1 to 3), in its own notation:
 
-$L_{loc}$ is a smooth L1 loss on the offsets of the positive boxes; $L_{conf}$ is softmax
-cross-entropy over the positives **and the hardest negatives**, three per positive.
-(`minissd.loss.multibox_loss_forward` / `multibox_loss_backward`, the mining in
-`minissd.kernels.hard_negative_mask`.)
+$$L(x, c, l, g) = \frac{1}{N}\left(L_{conf}(x, c) + \alpha L_{loc}(x, l, g)\right) \qquad (1)$$
+
+$$L_{loc}(x, l, g) = \sum_{i \in Pos}^{N} \sum_{m \in \{cx, cy, w, h\}} x_{ij}^k\,
+  \text{smooth}_{L1}\!\left(l_i^m - \hat g_j^m\right), \qquad
+\hat g_j^{cx} = \frac{g_j^{cx} - d_i^{cx}}{d_i^w},\;
+\hat g_j^{cy} = \frac{g_j^{cy} - d_i^{cy}}{d_i^h},\;
+\hat g_j^{w} = \log\frac{g_j^{w}}{d_i^w},\;
+\hat g_j^{h} = \log\frac{g_j^{h}}{d_i^h} \qquad (2)$$
+
+$$L_{conf}(x, c) = -\sum_{i \in Pos}^{N} x_{ij}^p \log \hat c_i^{\,p}
+  - \sum_{i \in Neg} \log \hat c_i^{\,0}, \qquad
+\hat c_i^{\,p} = \frac{\exp c_i^p}{\sum_p \exp c_i^p} \qquad (3)$$
+
+| paper | meaning | in minissd |
+|---|---|---|
+| $d_i$ | default box $i$, centre form $(cx, cy, w, h)$ | `priors[i]` (`priors.default_boxes`) |
+| $g_j$ | ground-truth box $j$ | `gt_boxes[j]` (corners; `boxes.corner_to_center`) |
+| $x_{ij}^p \in \{0, 1\}$ | 1: box $i$ matched to ground truth $j$ of class $p$ | `conf_t[i] == p` |
+| $Pos$, $Neg$ | matched default boxes; the mined background boxes | `conf_t > 0`; `negative` |
+| $N$ | number of matched default boxes | `num_pos` (all images of the batch; 1 when 0) |
+| $l_i$ | the network's predicted offsets for box $i$ | `loc[:, i]` (the loc heads) |
+| $\hat g_j$ | the encoded ground truth, the target of $l_i$ | `loc_t[:, i]` (`boxes.encode`) |
+| $c_i^p$, $\hat c_i^{\,p}$ | class-$p$ logit of box $i$, its softmax | `conf[:, i, p]`, softmax |
+| $\alpha$ | weight of the localisation term, 1 | `alpha=1` in `multibox_loss_forward` |
+
+(`minissd.loss.multibox_loss_forward` / `multibox_loss_backward`; `conf_t` and `loc_t` come from
+`minissd.matching.match`, $j$ being the object box $i$ matched; `negative` is the mask of
+`minissd.kernels.hard_negative_mask`.) Four things the equations leave out or the walkthrough
+gets wrong:
+
+* **Positives come from matching, not from the network.** $x_{ij}^p$ is fixed before the
+  forward pass, from the ground truth and the default boxes alone (notebook 04): what the
+  network predicts never makes a box positive or negative. Only the choice of the hard
+  negatives among the background boxes depends on the network's scores.
+* **The variances are the released code's, not the paper's.** Equation 2 has none. Caffe SSD
+  and ssd.pytorch divide the centre offsets by a further 0.1 and the log sizes by 0.2 (the
+  "variances" `config.variances`, notebook 04), which scales the targets up to about unit size;
+  minissd does as they do, so its `loc_t` is $\hat g$ of equation 2 divided by (0.1, 0.1, 0.2,
+  0.2).
+* **The encoded offsets are not confined to 0..1** (the walkthrough says they are). $\hat g$
+  is a difference over a size and a log of a ratio: negative when the object lies left of, above
+  or smaller than the default box, and above 1 for large shifts (see the photo below).
+* **Where the division by $N$ over the whole batch comes from.** The paper says only that $N$
+  is "the number of matched default boxes". The released Caffe code normalises the summed loss
+  of the batch by the number of matches in the whole batch (`normalization_mode: VALID` in
+  `ssd_pascal.py`; `MultiBoxLossLayer` divides by `num_matches_`, at least 1), not per image;
+  ssd.pytorch divides by the batch's positives too, and so does minissd (and, trained
+  data-parallel, by the positives of the global batch).
 
 **Two letters, two meanings.** In the formula, as in the paper, $N$ is the number of positive
 default boxes in the whole batch (taken as 1 when there are none, so that the loss stays
@@ -130,6 +173,10 @@ image = resize(sample.image, cfg.image_size)
 x = preprocess(image[None].astype(np.float32), cfg.preprocess)      # (1, 3, 128, 128)
 loc_t, conf_t = match_batch([sample.boxes], [sample.labels], priors)
 background = conf_t[0] == 0
+pos_offsets = loc_t[0][conf_t[0] > 0]                               # (positives, 4)
+print(f"{int((conf_t[0] > 0).sum())} positives from matching; their encoded offsets lie in "
+      f"{pos_offsets.min():.2f} .. {pos_offsets.max():.2f}")
+assert pos_offsets.min() < 0 and pos_offsets.max() > 1               # not confined to 0..1
 
 
 def mine(model):
@@ -211,7 +258,8 @@ for step, (images, targets) in zip(range(60), DataLoader(ds, 4, augment, cfg, se
     forward_backward(model, priors, (images, [b for b, _ in targets], [l for _, l in targets]),
                      cfg)
     opt.step(model.params(), model.grads, learning_rate(step, 2e-3, 10))
-neg_t, _, loss_t = mine(model)
+neg_t, pos_t, loss_t = mine(model)
+assert np.array_equal(pos_t, pos)         # the positives are matching's, trained or not
 print(f"60 steps in {time.perf_counter() - start:.1f} s; loss on this image {loss_t:.2f} "
       f"(untrained {loss_a:.2f})")
 near = {"all background boxes": nearest_object_iou(background),
@@ -298,12 +346,26 @@ assert np.array_equal(mask, hard_negative_mask(loss_c[None], positive[None], 3)[
 assert np.array_equal(mask, hard_negative_mask_reference(loss_c[None], positive[None], 3)[0])
 """),
 ("md", r"""
-The fast versions never sort: they only need the $k$-th largest negative loss. The CPU path
-(numba) uses `np.partition` per image; the CUDA kernel (one block per image) finds the exact
-$k$-th value with a radix select on order-preserving 32-bit keys, then takes ties in index order
-with a block-wide prefix sum.
+## Exercises
 
-## CPU path vs CUDA kernel
+1. Change `neg_pos_ratio` to 1 and to 10 in `multibox_loss_forward` for the image above. How
+   do the loss and its parts change? Why might a larger ratio slow training down?
+2. Train the network of "After 60 training steps" for 10, 30 and 120 steps and draw its hard
+   negatives each time. When do they start to gather around the objects?
+3. Ties: give every negative the same loss. Which boxes are mined? Is that a problem?
+4. The mined set is held fixed in the gradient check. Perturb a loss value across the $k$-th
+   largest one and watch the numerical gradient jump.
+5. Why is the mining done per image and not over the whole batch? Try both on a batch where one
+   image has many objects and another has one.
+"""),
+("md", r"""
+## Appendix (optional): CPU path vs CUDA kernel
+
+Nothing above needs this section; it is for readers of `kernels/`. The fast versions of the
+mining never sort: they only need the $k$-th largest negative loss. The CPU path (numba) uses
+`np.partition` per image; the CUDA kernel (one block per image) finds the exact $k$-th value
+with a radix select on order-preserving 32-bit keys, then takes ties in index order with a
+block-wide prefix sum.
 
 Without a GPU, Numba's CUDA **simulator** runs the kernel body in Python threads. The flag
 `NUMBA_ENABLE_CUDASIM=1` is read when numba is imported, so the kernel runs in a fresh process.
@@ -340,18 +402,5 @@ print(f"negatives per image: CPU {cpu.sum(axis=1)}, {where} {gpu.sum(axis=1)}; "
       f"positives {positive.sum(axis=1)}")
 assert np.array_equal(cpu, gpu)
 assert np.array_equal(cpu, hard_negative_mask_reference(losses, positive, 3))
-"""),
-("md", r"""
-## Exercises
-
-1. Change `neg_pos_ratio` to 1 and to 10 in `multibox_loss_forward` for the image above. How
-   do the loss and its parts change? Why might a larger ratio slow training down?
-2. Train the network of "After 60 training steps" for 10, 30 and 120 steps and draw its hard
-   negatives each time. When do they start to gather around the objects?
-3. Ties: give every negative the same loss. Which boxes are mined? Is that a problem?
-4. The mined set is held fixed in the gradient check. Perturb a loss value across the $k$-th
-   largest one and watch the numerical gradient jump.
-5. Why is the mining done per image and not over the whole batch? Try both on a batch where one
-   image has many objects and another has one.
 """),
 ]

@@ -175,7 +175,164 @@ fig.tight_layout()
 plt.show()
 """),
 ("md", r"""
-## The bitmask idea (the CUDA kernel)
+The best threshold is not a property of NMS alone: it depends on how far the candidates of one
+object scatter, here the jitter we chose (0.08 of the box size). Candidates that scatter more
+overlap each other less, so more duplicates slip through a given threshold (at 0.45: a few with
+jitter 0.08, dozens with 0.16), and the best threshold (fewest galaxies lost plus duplicates
+kept) moves down. Below, a fresh draw of candidates (seed 1) at both jitters. A real
+network's scatter is set by how well it is trained; SSD's 0.45 was chosen for its own.
+"""),
+("code", r"""
+def errors_at(jitter, t, seed=1):
+    # galaxies lost + duplicates kept, for candidates jittered by `jitter` (same recipe as above)
+    r = np.random.default_rng(seed)
+    wh = (galaxies[owner, 2:] - galaxies[owner, :2])
+    c = (galaxies[owner, :2] + galaxies[owner, 2:]) / 2 + r.normal(0, jitter, (G * K, 2)) * wh
+    wh = wh * np.exp(r.normal(0, jitter, (G * K, 2)))
+    cand = np.concatenate([c - wh / 2, c + wh / 2], 1).astype(np.float32)
+    q = iou_matrix(cand, galaxies)[np.arange(G * K), owner]
+    keep = nms(cand, (q * r.uniform(0.6, 1.0, G * K)).astype(np.float32), t)
+    ov = iou_matrix(cand[keep], galaxies)
+    hit = ov.max(axis=1) > 0.5
+    return G - int((ov.max(axis=0) > 0.5).sum()), int(hit.sum() - len(np.unique(ov.argmax(1)[hit])))
+
+
+best = {}
+for jitter in (0.08, 0.16):
+    errs = {t: errors_at(jitter, t) for t in thresholds}
+    best[jitter] = min(thresholds, key=lambda t: sum(errs[t]))
+    print(f"jitter {jitter}: (lost, duplicates) at 0.3 {errs[0.3]}, 0.45 {errs[0.45]}; "
+          f"best threshold {best[jitter]}")
+assert errors_at(0.16, 0.45)[1] > errors_at(0.08, 0.45)[1]   # more scatter: more duplicates
+assert best[0.16] < best[0.08]
+"""),
+("md", r"""
+## Detections on a photo
+
+No trained network yet (that is notebook 07), so we fake a good one on a real photo:
+scikit-image's `astronaut()` (Eileen Collins; NASA, no known copyright restrictions, public
+domain), with six boxes placed by hand in `minissd.data.photos` (person, head, mission patch,
+helmet, flag, shuttle). The fake network's offsets are the true targets from `match` plus
+noise, and its logits favour the right class on the positive default boxes and background
+elsewhere. `detect` must then find each object once. The SSD300 default boxes are used, on the
+photo resized to 300 x 300 as the network would see it; boxes are normalised, so they are drawn
+back on the photo at its own size.
+
+Per-class NMS changes nothing on this photo as boxed: the head and the patch lie inside the
+person, but nesting is not overlap. A small box inside a large one has a small IoU with it
+(head and person 0.09, the largest pair, flag and person, 0.13), far below 0.45, so even NMS
+over all classes together would keep them. Per-class NMS matters when boxes of two classes
+overlap by **more** than 0.45 (a rider and a horse, a cup and its saucer seen from above): then
+NMS over all classes would drop the lower-scored object. The next cell shows that case.
+"""),
+("code", r"""
+cfg = ssd300()
+priors = default_boxes(cfg)
+astro = photo("astronaut")
+print("photo:", astro.name, astro.image.shape, "-", astro.license)
+class_names = list(dict.fromkeys(astro.labels))            # one class per name, in order
+gt = normalised_boxes(astro)                               # (G, 4) corners in 0..1
+labels = np.array([class_names.index(n) + 1 for n in astro.labels])
+loc_t, conf_t = match(gt, labels, priors)
+P, C = priors.shape[0], len(class_names) + 1
+loc = (loc_t + rng.normal(0, 0.3, loc_t.shape) * (conf_t > 0)[:, None]).astype(np.float32)
+conf = np.zeros((P, C), np.float32)
+conf[:, 0] = 7.0                                              # background everywhere ...
+conf[conf_t > 0, 0] = 0.0                                     # ... except on positives,
+positives = np.flatnonzero(conf_t > 0)
+conf[positives, conf_t[positives]] = rng.uniform(3, 7, positives.size)   # noisy scores
+
+candidates = decode(loc[conf_t > 0], priors[conf_t > 0])     # what NMS starts from
+(det_boxes, det_scores, det_labels), = detect(loc[None], conf[None], priors)
+good = det_scores > 0.5
+print(f"{len(gt)} objects, {len(candidates)} positive boxes, {len(det_scores)} detections "
+      f"({good.sum()} with score > 0.5)")
+
+fig, axes = plt.subplots(1, 2, figsize=(14, 7))
+viz.draw_boxes(astro.image, candidates, labels=conf_t[conf_t > 0], class_names=class_names,
+               ax=axes[0], linewidth=1)
+axes[0].set_title(f"before NMS: {len(candidates)} decoded boxes", pad=16)
+viz.draw_boxes(astro.image, det_boxes[good], labels=det_labels[good], scores=det_scores[good],
+               class_names=class_names, ax=axes[1])
+axes[1].set_title(f"detect(): {good.sum()} detections with score > 0.5", pad=16)
+plt.show()
+
+overlap = iou(gt, det_boxes[good])                            # (G, K)
+same_class = labels[:, None] == det_labels[good][None, :]
+assert np.all((overlap * same_class).max(axis=1) > 0.5)      # every object is found
+assert good.sum() < len(candidates)                           # NMS removed the duplicates
+pair_iou = iou(gt, gt)[np.triu_indices(len(gt), 1)]
+print(f"largest IoU between two objects: {pair_iou.max():.2f}; head and person: "
+      f"{iou(gt[:1], gt[1:2])[0, 0]:.2f}")
+assert round(float(pair_iou.max()), 2) == 0.13
+assert round(float(iou(gt[:1], gt[1:2])[0, 0]), 2) == 0.09
+blind = nms(det_boxes[good], det_scores[good], 0.45)          # NMS over all classes at once
+assert len(blind) == good.sum()                               # keeps every detection here
+"""),
+("md", r"""
+### When per-class NMS matters
+
+Add a seventh object whose box overlaps another class's by more than 0.45: her **spacesuit**,
+from below the head to the bottom of the photo, boxed here by hand (not in
+`minissd.data.photos`). Its IoU with the person is 0.69. The same fake network, now with
+eight classes: per-class NMS keeps a person and a spacesuit; NMS over all classes at 0.45 keeps
+only the higher-scored of the two.
+"""),
+("code", r"""
+H, W = astro.image.shape[:2]
+suit = np.array([[30, 178, 440, 512]], np.float32) / np.array([W, H, W, H], np.float32)
+gt7 = np.concatenate([gt, suit])                              # (7, 4)
+labels7 = np.append(labels, len(class_names) + 1)             # spacesuit: class 7
+names7 = class_names + ["spacesuit"]
+suit_iou = iou(gt7[:1], gt7[-1:])[0, 0]
+print(f"IoU(person, spacesuit) = {suit_iou:.2f}")
+assert round(float(suit_iou), 2) == 0.69
+
+loc_t7, conf_t7 = match(gt7, labels7, priors)
+loc7 = (loc_t7 + rng.normal(0, 0.3, loc_t7.shape) * (conf_t7 > 0)[:, None]).astype(np.float32)
+conf7 = np.zeros((P, len(names7) + 1), np.float32)
+conf7[:, 0] = 7.0
+conf7[conf_t7 > 0, 0] = 0.0
+pos7 = np.flatnonzero(conf_t7 > 0)
+conf7[pos7, conf_t7[pos7]] = rng.uniform(3, 7, pos7.size)
+(b7, s7, l7), = detect(loc7[None], conf7[None], priors)
+top = s7 > 0.5
+per_class = {names7[c - 1] for c in l7[top]}
+blind7 = nms(b7[top], s7[top], 0.45)
+blind_names = {names7[c - 1] for c in l7[top][blind7]}
+print("per-class NMS keeps:", sorted(per_class))
+print("NMS over all classes keeps:", sorted(blind_names))
+assert {"person", "spacesuit"} <= per_class
+assert not {"person", "spacesuit"} <= blind_names          # one of the two is suppressed
+
+fig, axes = plt.subplots(1, 2, figsize=(14, 7))
+viz.draw_boxes(astro.image, b7[top], labels=l7[top], scores=s7[top], class_names=names7,
+               ax=axes[0])
+axes[0].set_title("per-class NMS (detect): person and spacesuit both kept", pad=28)
+viz.draw_boxes(astro.image, b7[top][blind7], labels=l7[top][blind7],
+               scores=s7[top][blind7], class_names=names7, ax=axes[1])
+axes[1].set_title(f"NMS over all classes: IoU {suit_iou:.2f} > 0.45, one of them is lost",
+                  pad=28)
+plt.show()
+"""),
+("md", r"""
+## Exercises
+
+1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect` for the astronaut. What
+   happens to two overlapping objects of the same class? Give the head the label "person" and
+   see which of the two boxes per-class NMS keeps.
+2. In the Hubble crowd, try jitters of 0.04, 0.12 and 0.24 with `errors_at`. Plot the best
+   threshold against the jitter. Where would you set it for a network you have just trained?
+3. The mask has $M \lceil M/64 \rceil$ words. How much memory for 8732 boxes? For the 20 classes
+   of VOC with one candidate per (box, class)?
+4. The reduce step runs in ONE CUDA block. Why can it not be spread over many blocks?
+5. `batched_nms` compares labels directly; torchvision offsets every class's boxes by a large
+   constant instead. When can that trick fail?
+"""),
+("md", r"""
+## Appendix (optional): the bitmask idea (the CUDA kernel)
+
+Nothing above needs this section; it is for readers of `kernels/nms_kernel.py`.
 
 The greedy loop is sequential: box $i$'s fate depends on the boxes kept before it. The GPU
 version moves all the IoU work out of the loop:
@@ -265,71 +422,5 @@ else:
 print(f"{where}: kept {len(kernel_keep)}, "
       f"same as the CPU path: {np.array_equal(kernel_keep, kept_bitmask)}")
 assert np.array_equal(kernel_keep, kept_bitmask)
-"""),
-("md", r"""
-## Detections on a photo
-
-No trained network yet (that is notebook 07), so we fake a good one on a real photo:
-scikit-image's `astronaut()` (Eileen Collins; NASA, no known copyright restrictions, public
-domain), with six boxes placed by hand in `minissd.data.photos` (person, head, mission patch,
-helmet, flag, shuttle). The fake network's offsets are the true targets from `match` plus
-noise, and its logits favour the right class on the positive default boxes and background
-elsewhere. `detect` must then find each object once. The SSD300 default boxes are used, on the
-photo resized to 300 x 300 as the network would see it; boxes are normalised, so they are drawn
-back on the photo at its own size.
-
-Per-class NMS matters here: the head lies inside the person, and the patch too. Boxes of
-different classes never suppress each other, so both survive.
-"""),
-("code", r"""
-cfg = ssd300()
-priors = default_boxes(cfg)
-astro = photo("astronaut")
-print("photo:", astro.name, astro.image.shape, "-", astro.license)
-class_names = list(dict.fromkeys(astro.labels))            # one class per name, in order
-gt = normalised_boxes(astro)                               # (G, 4) corners in 0..1
-labels = np.array([class_names.index(n) + 1 for n in astro.labels])
-loc_t, conf_t = match(gt, labels, priors)
-P, C = priors.shape[0], len(class_names) + 1
-loc = (loc_t + rng.normal(0, 0.3, loc_t.shape) * (conf_t > 0)[:, None]).astype(np.float32)
-conf = np.zeros((P, C), np.float32)
-conf[:, 0] = 7.0                                              # background everywhere ...
-conf[conf_t > 0, 0] = 0.0                                     # ... except on positives,
-positives = np.flatnonzero(conf_t > 0)
-conf[positives, conf_t[positives]] = rng.uniform(3, 7, positives.size)   # noisy scores
-
-candidates = decode(loc[conf_t > 0], priors[conf_t > 0])     # what NMS starts from
-(det_boxes, det_scores, det_labels), = detect(loc[None], conf[None], priors)
-good = det_scores > 0.5
-print(f"{len(gt)} objects, {len(candidates)} positive boxes, {len(det_scores)} detections "
-      f"({good.sum()} with score > 0.5)")
-
-fig, axes = plt.subplots(1, 2, figsize=(14, 7))
-viz.draw_boxes(astro.image, candidates, labels=conf_t[conf_t > 0], class_names=class_names,
-               ax=axes[0], linewidth=1)
-axes[0].set_title(f"before NMS: {len(candidates)} decoded boxes", pad=16)
-viz.draw_boxes(astro.image, det_boxes[good], labels=det_labels[good], scores=det_scores[good],
-               class_names=class_names, ax=axes[1])
-axes[1].set_title(f"detect(): {good.sum()} detections with score > 0.5", pad=16)
-plt.show()
-
-overlap = iou(gt, det_boxes[good])                            # (G, K)
-same_class = labels[:, None] == det_labels[good][None, :]
-assert np.all((overlap * same_class).max(axis=1) > 0.5)      # every object is found
-assert good.sum() < len(candidates)                           # NMS removed the duplicates
-"""),
-("md", r"""
-## Exercises
-
-1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect` for the astronaut. What
-   happens to two overlapping objects of the same class? Give the head the label "person" and
-   see which of the two boxes per-class NMS keeps.
-2. In the Hubble crowd, double the jitter (0.16). Which threshold now finds every galaxy with
-   the fewest duplicates? Why does a sloppier detector push the best threshold up?
-3. The mask has $M \lceil M/64 \rceil$ words. How much memory for 8732 boxes? For the 20 classes
-   of VOC with one candidate per (box, class)?
-4. The reduce step runs in ONE CUDA block. Why can it not be spread over many blocks?
-5. `batched_nms` compares labels directly; torchvision offsets every class's boxes by a large
-   constant instead. When can that trick fail?
 """),
 ]

@@ -107,12 +107,15 @@ assert losses[-10:].mean() < 0.1 * losses[:10].mean()          # it learns these
 
 How VOC scores a detector, on an example small enough to do on paper. One class, two images,
 **3 objects**: A and B side by side in image 0 (they overlap a little), C in image 1. The
-detector returns **5 detections**. The rule of the VOC devkit (`voc_eval.m`, and its Python
-port `voc_eval.py` in py-faster-rcnn), which `minissd.metrics` follows:
+detector returns **5 detections**. The rule of the VOC devkit (`VOCevaldet.m`; py-faster-rcnn's
+`voc_eval.m` is only a wrapper that calls it) and of py-faster-rcnn's Python `voc_eval.py`,
+which `minissd.metrics` follows, with one difference at the boundary:
 
 1. sort all detections of the class, over all images, by score, highest first;
 2. for each detection, take the ground-truth box **of its image with the highest IoU**;
-3. if that IoU is $\le 0.5$: a **false positive**. If that box is "difficult": ignored,
+3. if that IoU is $\le 0.5$: a **false positive**. (The devkit's `VOCevaldet.m` accepts
+   `ovmax >= 0.5`; `voc_eval.py` and minissd require `ovmax > 0.5`. They differ only for an
+   IoU of exactly 0.5, as the check after this table shows.) If that box is "difficult": ignored,
    neither true nor false. If that box is **already taken** by a higher-scoring detection: a
    **false positive**, even when the detection also overlaps another, free box by more than
    0.5: the devkit never falls back to the second-best box. Otherwise a **true positive**, and
@@ -174,6 +177,13 @@ assert np.isclose(result_hand["ap"][1], (4 * 1 + 7 * 0.6) / 11)
 assert np.isclose(voc_ap(recall, precision, use_07_metric=False), 1 / 3 + 0.2 + 0.2)
 fallback = voc_ap(np.array([1, 2, 2, 2, 3]) / 3, np.array([1, 1, 2 / 3, 2 / 4, 3 / 5]))
 assert np.isclose(fallback, (7 * 1 + 4 * 0.6) / 11) and fallback > result_hand["ap"][1]
+
+# The boundary: a detection with IoU exactly 0.5 (binary fractions, no rounding) is a false
+# positive for minissd and voc_eval.py (> 0.5); the devkit's VOCevaldet.m (>= 0.5) counts it.
+edge_gt = [{"boxes": np.array([[0.0, 0.0, 0.5, 0.5]]), "labels": np.array([1])}]
+edge_det = [(np.array([[0.0, 0.0, 0.5, 0.25]]), np.array([0.9]), np.array([1]))]
+assert iou(edge_det[0][0], edge_gt[0]["boxes"])[0, 0] == 0.5
+assert evaluate_detections(edge_det, edge_gt, num_classes=2)["ap"][1] == 0.0
 
 fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
 for image, ax in enumerate(axes[:2]):

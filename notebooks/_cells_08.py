@@ -43,14 +43,17 @@ names = list(dict.fromkeys(cat.labels))                   # cat, eye, nose
 labels = np.array([names.index(n) + 1 for n in cat.labels])
 S = 300                                                   # the output side, as SSD300
 mean = pixel_mean(tiny().preprocess)                      # RGB 0..255: the expand fill
-print("boxes:", dict(zip(cat.labels, boxes.round(2).tolist())))
+for name, box in zip(cat.labels, boxes.round(2).tolist()):   # four boxes, two of them eyes
+    print(f"{name:>5}: {box}")
+assert len(boxes) == 4 and list(cat.labels).count("eye") == 2
 print("pixel mean (expand fill):", np.round(mean, 1))
 """),
 ("md", r"""
 ## 1 · Photometric distortion
 
 Brightness ($\pm 32$), contrast and saturation ($\times 0.5 \dots 1.5$) and hue ($\pm 36°$),
-each applied with probability 0.5, contrast either first or last (Caffe SSD's order). Only the
+each applied with probability 0.5, in Caffe SSD's order: brightness always first, then, by a
+coin flip, contrast second (before saturation and hue) or last (after them). Only the
 pixels change: the boxes stay where they are. Five draws:
 """),
 ("code", r"""

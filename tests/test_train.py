@@ -120,6 +120,20 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert meta_best["step"] in (2, 4)
 
 
+def test_matching_flag_reaches_the_config_and_the_checkpoint(tmp_path):
+    """--matching caffe trains with Caffe's rule: the run's config (stored in the checkpoint,
+    so evaluate and --resume see it) says so, and the default run keeps ssd.pytorch's."""
+    assert train.main(SMALL + ["--iters", "1", "--matching", "caffe", "--out",
+                               str(tmp_path / "caffe")]) == 0
+    _, meta = _params(tmp_path / "caffe" / "last.npz")
+    assert meta["config"]["matching"] == "caffe" and meta["settings"]["matching"] == "caffe"
+    assert SSDConfig.from_dict(meta["config"]).matching == "caffe"
+    p = train.build_parser()
+    assert train.resolve_settings(p.parse_args([])).matching is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["--matching", "hungarian"])
+
+
 def test_ctrl_c_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert train.main(SMALL + ["--iters", "3", "--out", str(full)]) == 0

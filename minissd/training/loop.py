@@ -18,6 +18,7 @@ and evaluates while the others wait.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -123,6 +124,8 @@ class Trainer:
         else:
             self.config = get_config(s.config, class_names=self.train_set.class_names,
                                      image_size=s.image_size)
+        if meta is None and s.matching is not None:
+            self.config = dataclasses.replace(self.config, matching=s.matching)
         self.box_notes = self._data_report(meta is None)
         self.out = out or os.path.join("runs", f"{self.config.name}-{self.spec['kind']}-"
                                                f"{time.strftime('%Y%m%d-%H%M%S')}")

@@ -52,6 +52,7 @@ class TrainSettings:
     classes: tuple[str, ...] | None = None    # --classes: train on these (None: as found)
     coco_metric: bool = False      # --coco-metric: COCO AP beside VOC07 at each evaluation
     fit_boxes: bool = False        # --fit-boxes: default boxes fitted to the training objects
+    matching: str | None = None    # --matching: the matching rule (None: the config's own)
     # The schedule in epochs (see `scheduled`): iters, warmup and milestones above are what it
     # resolved to for this run's data; epochs is then this run's own length in epochs.
     epochs: float | None = None    # passes over the training images

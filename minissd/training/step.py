@@ -36,7 +36,8 @@ def forward_backward(model, priors, batch, config, comm=None):
     adds them up)."""
     x, boxes, labels = batch
     loc, conf = model.forward(x)                                          # (N, P, 4), (N, P, C)
-    loc_t, conf_t = match_batch(boxes, labels, priors, variances=config.variances)
+    loc_t, conf_t = match_batch(boxes, labels, priors, variances=config.variances,
+                                rule=config.matching)
     # data parallelism: the positives of the global batch (a host sync with MPI on the CPU)
     num_pos = None if comm is None else comm.allreduce_sum((conf_t > 0).sum())
     loss, parts, cache = multibox_loss_forward(loc, conf, loc_t, conf_t, num_pos=num_pos)
