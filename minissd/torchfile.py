@@ -49,6 +49,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 import zlib
@@ -206,8 +207,35 @@ def _count(v):
 
 
 def _unpickle(data, path):
-    """Unpickle bytes already in memory with the restricted unpickler."""
+    """Unpickle bytes already in memory with the restricted unpickler, after _check_opcodes."""
+    _check_opcodes(io.BytesIO(data), path)
     return _RestrictedUnpickler(io.BytesIO(data), path).load()
+
+
+def _load_pickle(f, path):
+    """The next pickle of the stream f (a _Bounded file): its bytes are scanned first
+    (_check_opcodes finds where it ends), then read into memory and unpickled."""
+    start = f.tell()
+    _check_opcodes(f, path)
+    size = f.tell() - start
+    f.f.seek(start)
+    return _unpickle(f.read(size), path)
+
+
+def _check_opcodes(f, path):
+    """Walk the pickle's opcodes (pickletools.genops, pure Python: nothing is built) up to its
+    STOP: at most MAX_PICKLE_BYTES, and no memo slot above MAX_OBJECTS. The C unpickler grows
+    its memo table to the largest slot a PUT names, so LONG_BINPUT 0x7fffffff in a 90-byte
+    file would allocate gigabytes (found by tests/fuzz/fuzz_torchfile.py)."""
+    start = f.tell()
+    for op, arg, pos in pickletools.genops(f):
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not (
+                isinstance(arg, int) and 0 <= arg <= MAX_OBJECTS):
+            raise CheckpointError(f"{path}: the pickle stores into memo slot {arg!r}, above "
+                                  f"{MAX_OBJECTS}; the file is corrupted or crafted")
+        if pos is not None and pos - start > MAX_PICKLE_BYTES:
+            raise CheckpointError(f"{path}: the pickle is larger than "
+                                  f"{MAX_PICKLE_BYTES >> 20} MiB; a state dict's is KBs")
 
 
 class _Bounded:
@@ -232,6 +260,9 @@ class _Bounded:
 
     def tell(self):
         return self.f.tell()
+
+    def seek(self, pos):
+        return self.f.seek(pos)
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,20 +366,20 @@ def _read_legacy(path):
     """The legacy layout: magic, protocol, sys_info, object, storage keys, raw storages."""
     with open_regular(path) as raw_file:
         f = _Bounded(raw_file, os.fstat(raw_file.fileno()).st_size)
-        magic = _RestrictedUnpickler(f, path).load()
+        magic = _load_pickle(f, path)
         if magic != _LEGACY_MAGIC:
             raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor "
                                   "the legacy layout's magic number)")
-        protocol = _RestrictedUnpickler(f, path).load()
+        protocol = _load_pickle(f, path)
         if protocol != _LEGACY_PROTOCOL:
             raise CheckpointError(f"{path}: unsupported legacy protocol version {protocol}")
-        sys_info = _RestrictedUnpickler(f, path).load()
+        sys_info = _load_pickle(f, path)
         if not isinstance(sys_info, dict):
             raise CheckpointError(f"{path}: the legacy header's sys_info is not a dict; the "
                                   "file is corrupted")
         byteorder = "little" if sys_info.get("little_endian", True) else "big"
-        obj = _RestrictedUnpickler(f, path).load()
-        keys = _RestrictedUnpickler(f, path).load()
+        obj = _load_pickle(f, path)
+        keys = _load_pickle(f, path)
         if not isinstance(keys, (list, tuple)) or len(keys) > MAX_OBJECTS:
             raise CheckpointError(f"{path}: the legacy list of storage keys is malformed")
         keys = [_ascii(k) for k in keys]

@@ -224,6 +224,10 @@ PTH_CASES = {
     "zip bomb storage": ("zip", {"w": tensor("0", (2**24,), (1,))},
                          {"0": b"\0" * (2**26)}, {"compress": True}),
     "storage missing": ("zip", {"w": tensor("7", (4,), (1,))}, {}),
+    # found by tests/fuzz/fuzz_torchfile.py: LONG_BINPUT to slot 0x0a656761 made the C
+    # unpickler grow its memo table past 1.3 GB from a 97-byte legacy file
+    "memo slot huge (fuzz)": ("legacy", Raw(b"\x80\x02}r\x61\x67\x65\x0a."), {}),
+    "memo slot huge, zip": ("zip", Raw(b"\x80\x02}r\xff\xff\xff\x7f."), {}),
     "unicode length lies": ("zip", Raw(b"\x80\x02X\xff\xff\xff\x7fabc."), {}),
     "many views of one storage": ("zip", {f"w{i}": tensor("0", (2**16,), (1,), offset=0,
                                                            numel=2**16)
