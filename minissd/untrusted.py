@@ -163,3 +163,61 @@ class _AtomicPath:
             with contextlib.suppress(OSError):
                 os.remove(self.tmp)
         return False
+
+
+# --- what a checkpoint's config may ask for ----------------------------------------------------
+MAX_PRIORS = 1_000_000               # default boxes (SSD512: 24564)
+
+
+def config_weights(d) -> int:
+    """The number of weights the network of a config dict (SSDConfig.to_dict()) has, counted
+    from its numbers alone, before anything is built: base convs (3x3), conv6 (3x3) and conv7
+    (1x1), the extra layers, and the 3x3 loc + conf heads on the sources (source 0 is base
+    conv number l2norm_conv, then conv7, then every second extra layer). Biases and batch norm
+    are left out: this is a size check, not an exact count. ValueError for a malformed dict."""
+    def n(v, lo=0, hi=1 << 16):
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise ValueError(f"{v!r} is not an integer from {lo} to {hi}")
+        return v
+    total, ch, convs = 0, 3, []
+    for v in d["base"]:
+        if v in ("M", "C"):
+            continue
+        total += ch * n(v, 1) * 9
+        ch = v
+        convs.append(v)
+    fc = [n(v, 1) for v in d["fc"]]
+    total += ch * fc[0] * 9 + fc[0] * fc[1]
+    ch, extras = fc[1], []
+    for out, k, *_ in d["extras"]:
+        total += ch * n(out, 1) * n(k, 1, 64) ** 2
+        ch = out
+        extras.append(out)
+    sources = [convs[n(d["l2norm_conv"], 1, len(convs)) - 1], fc[1]] + extras[1::2]
+    classes = n(len(d["class_names"]), 1, MAX_CLASSES) + 1
+    for c, m in zip(sources, d["mbox"]):
+        total += c * n(m, 1, 1024) * (4 + classes) * 9
+    return total
+
+
+def check_config(d, weights_in_file, path):
+    """ValueError naming `path` unless the config dict `d` asks for a network that the file's
+    `weights_in_file` numbers can fill (at most twice as many weights, plus a million), an
+    input side of at most MAX_IMAGE_SIZE and at most MAX_PRIORS default boxes: a crafted
+    config cannot make the reader allocate gigabytes before its arrays are compared."""
+    try:
+        size = d["image_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size {str(size)[:20]} is not from 1 to {MAX_IMAGE_SIZE}")
+        priors = sum(int(f) ** 2 * int(m) for f, m in zip(d["feature_maps"], d["mbox"])
+                     if 0 <= int(f) <= MAX_IMAGE_SIZE and 0 <= int(m) <= 1024)
+        if priors > MAX_PRIORS:
+            raise ValueError(f"{priors} default boxes (at most {MAX_PRIORS})")
+        need = config_weights(d)
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+        raise ValueError(f"{path}: the checkpoint's config is malformed or too large ({e}); "
+                         "it was not written by minissd.train") from None
+    if need > 2 * weights_in_file + 1_000_000:
+        raise ValueError(f"{path}: the checkpoint's config describes a network of about {need} "
+                         f"weights, but the file holds {weights_in_file}; it was not written "
+                         "by minissd.train")
