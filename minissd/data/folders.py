@@ -103,7 +103,7 @@ def labels_file(root) -> str | None:
     """labels.txt (or labelImg's classes.txt) in root, when there is one."""
     for name in LABEL_FILES:
         path = os.path.join(root, name)
-        if os.path.isfile(path):            # (a FIFO is refused, naming it, when read)
+        if os.path.exists(path) and not os.path.isdir(path):   # a FIFO: refused when read
             return path
     return None
 
