@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import io
+import lzma
 import os
 import pickle
 import pickletools
@@ -304,7 +305,7 @@ def read_torch_checkpoint(path) -> dict:
                               "file is corrupted or crafted") from None
     except (OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, struct.error,
             ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
-            MemoryError, UnicodeError, zlib.error, NotImplementedError) as e:
+            MemoryError, UnicodeError, zlib.error, lzma.LZMAError, NotImplementedError) as e:
         if isinstance(e, FileNotFoundError):
             raise
         raise CheckpointError(f"{path}: cannot read this PyTorch checkpoint, it looks truncated "
@@ -347,6 +348,9 @@ def _zip_read(z, name, limit, path, exact=False):
     except KeyError:
         raise CheckpointError(f"{path}: the archive has no {name}; the file is truncated or "
                               "corrupted") from None
+    if info.flag_bits & 0x1:                # zipfile raises RuntimeError for these
+        raise CheckpointError(f"{path}: {name} is encrypted; torch.save never encrypts "
+                              "(found by tests/fuzz/fuzz_torchfile.py)")
     if info.file_size > limit or (exact and info.file_size < limit):
         raise CheckpointError(f"{path}: {name} holds {info.file_size} bytes where "
                               f"{'exactly' if exact else 'at most'} {limit} are expected; the "

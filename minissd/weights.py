@@ -211,6 +211,9 @@ def _check_inflation(f, path):
         return                                   # np.load says what it is
     with zipfile.ZipFile(f) as z:
         for info in z.infolist():
+            if info.flag_bits & 0x1:
+                raise CheckpointError(f"{path}: {info.filename} is encrypted; a minissd "
+                                      "checkpoint never is")
             if info.compress_type != zipfile.ZIP_STORED and \
                     info.file_size > MAX_INFLATION * max(info.compress_size, 1) + 4096:
                 raise CheckpointError(f"{path}: {info.filename} inflates {info.compress_size} "

@@ -228,6 +228,10 @@ PTH_CASES = {
     # unpickler grow its memo table past 1.3 GB from a 97-byte legacy file
     "memo slot huge (fuzz)": ("legacy", Raw(b"\x80\x02}r\x61\x67\x65\x0a."), {}),
     "memo slot huge, zip": ("zip", Raw(b"\x80\x02}r\xff\xff\xff\x7f."), {}),
+    # found by tests/fuzz/fuzz_torchfile.py: an entry flagged encrypted made zipfile raise
+    # RuntimeError past the reader's error handling
+    "encrypted entry (fuzz)": ("zip", {"w": tensor("0", (4,), (1,))}, {"0": _floats(4)},
+                               {"encrypted": True}),
     "unicode length lies": ("zip", Raw(b"\x80\x02X\xff\xff\xff\x7fabc."), {}),
     "many views of one storage": ("zip", {f"w{i}": tensor("0", (2**16,), (1,), offset=0,
                                                            numel=2**16)
@@ -238,6 +242,19 @@ PTH_CASES = {
 }
 
 
+def _encrypted(path):
+    """Mark every entry of a zip as encrypted (flag bit 0, local and central headers)."""
+    data = bytearray(open(path, "rb").read())
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at] |= 1
+            i = data.find(sig, i + 4)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
 def pth_case(name, path):
     """Write PTH_CASES[name] to path; returns path."""
     layout, obj, storages, *extra = PTH_CASES[name]
@@ -245,7 +262,8 @@ def pth_case(name, path):
     if isinstance(obj, Raw):
         obj = obj.data
     if layout == "zip":
-        return zip_pth(path, obj, storages, compress=extra.get("compress", False))
+        zip_pth(path, obj, storages, compress=extra.get("compress", False))
+        return _encrypted(path) if extra.get("encrypted") else path
     return legacy_pth(path, obj, storages, numels=extra.get("numels"))
 
 
