@@ -26,9 +26,10 @@ One training step, in order:
 Into --out go: metrics.jsonl (one JSON object per log line and per evaluation), curves.png
 (loss and mAP), last.npz and best.npz (RUN_FILES). A new run refuses an --out that already
 holds any of them (another run's, or the user's files): --resume continues that run, and
---overwrite replaces it (metrics.jsonl then starts afresh). A checkpoint holds the parameters, the optimizer's
-state (SGD's momentum buffers or Adam's moment estimates), the step, the settings, the config
-and the data description, so evaluate, detect and --resume need nothing else.
+--overwrite replaces it (metrics.jsonl then starts afresh). A checkpoint holds the
+parameters, the optimizer's state (SGD's momentum buffers or Adam's moment estimates), the
+step, the settings, the config and the data description, so evaluate, detect and --resume
+need nothing else.
 
 Exact resume: the batch of step s is a pure function of (seed, s) (data/loader.py's
 DataLoader.batches(start_step)), the model's init a function of --seed, and the learning rate

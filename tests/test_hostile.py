@@ -573,3 +573,57 @@ def test_real_command_segfault_case(world):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert [ln for ln in lines if ": error: " in ln] == lines[-1:] and path in lines[-1]
+
+
+# ------------------------------------------------------------------ items 11, 13 in process
+def test_fifo_annotation_in_a_devkit_is_refused_without_blocking(tmp_path):
+    """A VOCdevkit lists its annotations by id, so a FIFO Annotations/<id>.xml is opened:
+    refused at once (O_NONBLOCK + fstat), where the old reader waited for a writer forever."""
+    year = tmp_path / "VOC2007"
+    _image(str(year / "JPEGImages" / "0001.jpg"))
+    _write(str(year / "ImageSets" / "Main" / "test.txt"), "0001\n")
+    os.makedirs(year / "Annotations")
+    os.mkfifo(year / "Annotations" / "0001.xml")
+    ds = VOCDataset(str(tmp_path), splits=("2007/test",))
+    t = time.perf_counter()
+    with pytest.raises(DataError, match="FIFO"):
+        ds.annotation(0)
+    assert time.perf_counter() - t < 1
+
+
+class _Flaky:
+    """A dataset whose listed images raise what a bad file raises inside the readers."""
+    class_names = ("a",)
+
+    def __init__(self, n, bad):
+        self.n, self.bad = n, bad
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            raise self.bad[i]
+        from minissd.data.voc import Sample
+        return Sample(np.zeros((8, 8, 3), np.uint8), np.array([[0.1, 0.1, 0.6, 0.6]],
+                      np.float32), np.array([1]), np.zeros(1, bool), str(i))
+
+
+def test_loader_skips_overflow_and_stops_on_an_unreadable_epoch():
+    """OverflowError (an XML <width>inf</width> on the old reader) used to pass the loader's
+    skip logic and stop a long run; a dataset whose every file fails used to loop forever."""
+    from minissd.config import CAFFE_PREPROCESS
+    from minissd.data.loader import DataLoader
+
+    def identity(image, boxes, labels, rng):
+        return image.astype(np.float32), boxes, labels
+
+    loader = DataLoader(_Flaky(4, {1: OverflowError("inf"), 2: ZeroDivisionError("0")}), 2,
+                        identity, CAFFE_PREPROCESS, shuffle=False, num_workers=0)
+    with pytest.warns(UserWarning, match="skipping image"):
+        batches = [b for _, b in zip(range(4), loader.batches(0))]
+    assert [len(t) for _, t in batches] == [1, 1, 1, 1] and loader.skipped == 4
+    broken = DataLoader(_Flaky(4, {i: OverflowError("inf") for i in range(4)}), 2, identity,
+                        CAFFE_PREPROCESS, shuffle=False, num_workers=0)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match="could be read"):
+        next(iter(broken))
