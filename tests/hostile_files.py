@@ -194,6 +194,7 @@ PTH_CASES = {
     "negative stride": ("zip", {"w": tensor("0", (4,), (-1,), offset=0)}, {"0": _floats(4)}),
     "negative stride, big": ("zip", {"w": tensor("0", (100, 100), (-200, 1))},
                              {"0": _floats(10000)}),
+    "negative stride, far": ("zip", {"w": tensor("0", (2,), (-(2**40),))}, {"0": _floats(2)}),
     "negative offset": ("zip", {"w": tensor("0", (4,), (1,), offset=-100)}, {"0": _floats(4)}),
     "offset past the end": ("legacy", {"w": tensor("0", (4,), (1,), offset=2**40)},
                             {"0": _floats(4)}),

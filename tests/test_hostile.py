@@ -555,9 +555,9 @@ def test_non_utf8_file_names(world):
 
 # ------------------------------------------------------------------ one real command
 def test_real_command_segfault_case(world):
-    """A negative-stride tensor (the issue's segmentation fault) through the real command line,
-    python -m minissd.detect, under RLIMIT_AS / RLIMIT_CPU: exit 2 and one line."""
-    path = h.pth_case("negative stride, big", os.path.join(world["root"], "neg.pth"))
+    """A negative-stride tensor through the real command line, python -m minissd.detect, under
+    RLIMIT_AS / RLIMIT_CPU: exit 2 and one line (the old reader died of SIGSEGV, exit -11)."""
+    path = h.pth_case("negative stride, far", os.path.join(world["root"], "neg.pth"))
 
     def limits():
         resource.setrlimit(resource.RLIMIT_AS, (AS_LIMIT, AS_LIMIT))

@@ -149,9 +149,9 @@ class Trainer:
 
         if comm.rank == 0:
             self.print_plan()
+        # a new run starts metrics.jsonl afresh (train --overwrite); a resumed one appends
         self.log = RunLog(self.out, self.start, s.iters, progress, fresh=meta is None) \
-            if comm.rank == 0 \
-            else NullLog()
+            if comm.rank == 0 else NullLog()
         # the steps since the last log line: summed (loss, loc, conf) on the device, count
         self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), \
             self.start
