@@ -141,6 +141,7 @@ def run_group(world, cases, as_limit=AS_LIMIT):
     env = {**os.environ, "HOME": os.path.join(w, "home"), "MINISSD_CACHE":
            os.path.join(w, "cache"), "MPLCONFIGDIR": os.path.join(w, "mpl"),
            "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg",
+           "CUDA_VISIBLE_DEVICES": "",          # CUDA reserves more address space than AS_LIMIT
            "HOSTILE_AS_BYTES": str(as_limit), "HOSTILE_CPU_SECONDS": "600",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), HERE])}
     proc = subprocess.run([sys.executable, DRIVER, cases_json, results_json], cwd=os.path.join(
@@ -569,7 +570,7 @@ def test_real_command_segfault_case(world):
                           capture_output=True, text=True, timeout=120, preexec_fn=limits,
                           cwd=os.path.join(world["root"], "work"),
                           env={**os.environ, "MPLCONFIGDIR": os.path.join(world["root"], "mpl"),
-                               "OPENBLAS_NUM_THREADS": "1"})
+                               "OPENBLAS_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""})
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert [ln for ln in lines if ": error: " in ln] == lines[-1:] and path in lines[-1]
@@ -627,3 +628,53 @@ def test_loader_skips_overflow_and_stops_on_an_unreadable_epoch():
                         CAFFE_PREPROCESS, shuffle=False, num_workers=0)
     with pytest.warns(UserWarning), pytest.raises(DataError, match="could be read"):
         next(iter(broken))
+
+
+# ------------------------------------------------------------------ items 7, 12: small checks
+def test_pictures_are_written_atomically(tmp_path):
+    """A picture whose write fails half-way leaves the old file, and no temporary file."""
+    from minissd.viz import new_axes, save_figure
+    path = _write(str(tmp_path / "curves.png"), b"the old picture")
+    ax = new_axes()
+
+    def broken(target, **kw):
+        with open(target, "wb") as f:
+            f.write(b"half a pic")
+        raise OSError(28, "No space left on device")
+
+    ax.figure.savefig = broken
+    with pytest.raises(OSError):
+        save_figure(ax.figure, path)
+    assert open(path, "rb").read() == b"the old picture" and os.listdir(tmp_path) == [
+        "curves.png"]
+
+
+def test_synthetic_out_accepts_only_its_own_output(tmp_path):
+    from minissd.data import synthetic
+    assert synthetic._not_ours(str(tmp_path / "new")) is None
+    assert synthetic._not_ours(str(tmp_path)) is None                     # empty
+    synthetic.generate(str(tmp_path / "set"), num_train=1, num_val=1, image_size=32)
+    assert synthetic._not_ours(str(tmp_path / "set")) is None             # its own output
+    _write(str(tmp_path / "set" / "labels.txt"), "cat\n")
+    assert "did not write" in synthetic._not_ours(str(tmp_path / "set"))
+    _write(str(tmp_path / "mine" / "notes.txt"), "mine")
+    assert "not empty" in synthetic._not_ours(str(tmp_path / "mine"))
+
+
+def test_out_read_only_is_one_line(tmp_path, capsys, monkeypatch):
+    """--out inside a read-only folder: one line before any work (root, who may write
+    anywhere, is shown the folder as read-only through os.access)."""
+    from cli_checks import fails
+    from minissd import train
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if os.fspath(p) == str(
+            ro) and mode & os.W_OK else real(p, mode, **kw))
+    try:
+        line = fails(["--out", str(ro / "run")] + FAST, capsys, module=train)
+    finally:
+        ro.chmod(0o700)
+    assert "not writable" in line
