@@ -26,8 +26,9 @@ batches are kept in flight while the caller trains on the current one.
 
 A sample that fails (DataError, or any of SKIPPED_ERRORS: an image error from Pillow, a
 number that overflows) is skipped: its batch is one image shorter, `loader.skipped` counts
-it, and each bad file is warned about once. One bad file never stops a long run; a whole
-epoch of batches in which no image could be read does (DataError), rather than looping on.
+it, and each bad file is warned about once. One bad file never stops a long run; two epochs
+(at least 8) of batches in a row in which no image could be read do (DataError), rather than
+looping on.
 """
 from __future__ import annotations
 
@@ -233,9 +234,9 @@ class DataLoader:
                                     f"to load (see the warnings above); fix or remove those "
                                     f"files, or train in one process (--procs 1)")
                 empty = 0 if items else empty + 1
-                if empty >= max(self.steps_per_epoch, 1):
-                    raise DataError(f"no image of the last {empty} batches (an epoch) could be "
-                                    "read (see the warnings above); fix or replace the "
+                if empty >= max(2 * self.steps_per_epoch, 8):
+                    raise DataError(f"no image of the last {empty} batches (two epochs) could "
+                                    "be read (see the warnings above); fix or replace the "
                                     "dataset's files")
                 if items:                   # a batch whose every file failed is skipped
                     yield self._collate(items)
