@@ -678,3 +678,16 @@ def test_out_read_only_is_one_line(tmp_path, capsys, monkeypatch):
     finally:
         ro.chmod(0o700)
     assert "not writable" in line
+
+
+@pytest.mark.parametrize("target", ["fuzz_torchfile.py", "fuzz_voc.py", "fuzz_coco.py"])
+def test_fuzz_targets_run(target, tmp_path):
+    """Each fuzz target runs its seeds (the corpus above) without a finding (a few runs only:
+    the real fuzzing is the bounded command of README's "Untrusted files")."""
+    pytest.importorskip("atheris", reason="the fuzz targets need it: pip install atheris")
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "fuzz", target), "-runs=30",
+                           "-rss_limit_mb=2048", "-timeout=20",
+                           f"-artifact_prefix={tmp_path}/"], capture_output=True, text=True,
+                          timeout=600, cwd=str(tmp_path),
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0 and "Done" in proc.stderr, proc.stderr[-3000:]
