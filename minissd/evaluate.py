@@ -154,10 +154,16 @@ def _evaluate(args):
     weights_file = os.path.abspath(args.checkpoint or args.weights)
     out = args.out or os.path.dirname(weights_file)
     png = os.path.join(out, "pr_curves.png")
-    plot_pr_curves(r["result"], names, png)
+    try:
+        plot_pr_curves(r["result"], names, png)
+        where = f"PR curves: {png}"
+    except OSError as e:            # a read-only folder, a full disk: the results stand
+        where = f"PR curves not written ({png}: {e.strerror or e}; pass --out DIR)"
+        print(f"minissd.evaluate: warning: could not write {png} ({e.strerror or e}); the "
+              "results above stand; pass --out DIR to save the curves", file=sys.stderr)
+        png = None
     skipped = f" ({r['skipped']} unreadable images skipped)" if r["skipped"] else ""
-    print(f"{r['num_images']} images in {seconds:.1f}s{skipped}; PR curves: {png}",
-          file=text_out)
+    print(f"{r['num_images']} images in {seconds:.1f}s{skipped}; {where}", file=text_out)
     errors = _errors(r, names, out, text_out) if args.errors else None
     if args.json:
         out = {

@@ -26,12 +26,14 @@ import numpy as np
 from . import backend
 from .config import SSDConfig
 from .data.augment import network_input
+from .data.loader import SKIPPED_ERRORS
 from .data.voc import DataError
 from .metrics import coco_eval, evaluate_detections, voc_ap
 from .model import SSD
 from .postprocess import detect
 from .pretrained import import_detector
 from .priors import default_boxes
+from .untrusted import check_config
 
 OPENCV_FACE = "opencv-face"        # minissd.caffe.OPENCV_FACE, without importing protobuf here
 # one error class for every weights file: a minissd checkpoint, a .pth read by torchfile.py
@@ -53,7 +55,7 @@ def load_model(path):
     if "config" not in meta:
         raise CheckpointError(f"{path}: the checkpoint has no config in its metadata; it was "
                               "not written by python -m minissd.train")
-    config = SSDConfig.from_dict(meta["config"])
+    config = config_of(meta, arrays, path)
     model = SSD(config).to(backend.get_device())
     try:
         model.load_state_dict(arrays)
@@ -61,6 +63,17 @@ def load_model(path):
         raise CheckpointError(f"{path}: parameters do not fit the config stored with them "
                               f"({e})") from None
     return model, config, meta
+
+
+def config_of(meta, arrays, path) -> SSDConfig:
+    """The SSDConfig stored in a checkpoint's meta, checked against what the file can fill
+    (untrusted.check_config: a crafted config cannot ask for a huge network); CheckpointError
+    naming the file otherwise."""
+    try:
+        check_config(meta["config"], sum(int(a.size) for a in arrays.values()), path)
+        return SSDConfig.from_dict(meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
 
 
 def model_device(model) -> str:
@@ -212,7 +225,7 @@ def evaluate_model(model, dataset, config, batch_size=32, limit=None, progress=F
         for i in range(s, min(s + batch_size, n)):
             try:
                 samples.append((i, dataset[i]))
-            except DataError as e:         # a bad file is left out, named once, and counted
+            except SKIPPED_ERRORS as e:    # a bad file is left out, named once, and counted
                 skipped += 1
                 warnings.warn(f"evaluation skips image {i}: {e}", stacklevel=2)
         if not samples:

@@ -24,9 +24,12 @@ One training step, in order:
     opt.step(model.params(), model.grads, learning_rate(step))          optim.py (Adam or SGD)
 
 Into --out go: metrics.jsonl (one JSON object per log line and per evaluation), curves.png
-(loss and mAP), last.npz and best.npz. A checkpoint holds the parameters, the optimizer's
-state (SGD's momentum buffers or Adam's moment estimates), the step, the settings, the config
-and the data description, so evaluate, detect and --resume need nothing else.
+(loss and mAP), last.npz and best.npz (RUN_FILES). A new run refuses an --out that already
+holds any of them (another run's, or the user's files): --resume continues that run, and
+--overwrite replaces it (metrics.jsonl then starts afresh). A checkpoint holds the
+parameters, the optimizer's state (SGD's momentum buffers or Adam's moment estimates), the
+step, the settings, the config and the data description, so evaluate, detect and --resume
+need nothing else.
 
 Exact resume: the batch of step s is a pure function of (seed, s) (data/loader.py's
 DataLoader.batches(start_step)), the model's init a function of --seed, and the learning rate
@@ -42,15 +45,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 
 from . import backend, distributed
 from .cli import Parser, fail
 from .config import CONFIGS, get_config
-from .data.choice import coco_spec, data_spec, open_split, yolo_spec
+from .data.choice import check_spec, coco_spec, data_spec, open_split, yolo_spec
 from .data.voc import DataError
-from .inference import CheckpointError
+from .inference import CheckpointError, config_of
 from .matching import RULES
 from .training.checkpoint import load_run_checkpoint
 from .training.loop import run
@@ -59,6 +63,10 @@ from .training.settings import (SSD300_VOC_RECIPE, TINY_ON_OWN_DATA, TINY_ON_SYN
                                 scheduled)
 from .training import finetune
 from .training.settings import FINETUNE_RECIPE, finetune_settings
+from .untrusted import MAX_IMAGE_SIZE, MAX_SYNTHETIC_IMAGES
+
+# What a run writes into --out (besides split_train.txt / split_val.txt of a made split).
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "curves.png")
 
 # The flags whose default is a setting (it depends on --config and the data): when given,
 # they replace that setting of the named defaults.
@@ -148,6 +156,9 @@ def build_parser():
       "--resume, the checkpoint's folder).")
     a("--resume", metavar="CKPT", help="continue exactly from a last.npz/best.npz written by "
       "this command; its settings are reused (--iters may lengthen the run).")
+    a("--overwrite", action="store_true", help="let a new run write into an --out that "
+      "already holds a run (its last.npz, best.npz, metrics.jsonl, curves.png are replaced); "
+      "without it such an --out is refused.")
     a("--pretrained-vgg", metavar="PTH", help="initialise the VGG16 base from torchvision's "
       "vgg16 .pth or ssd.pytorch's vgg16_reducedfc.pth (read without torch; ssd300/ssd512).")
     ft = FINETUNE_RECIPE
@@ -277,17 +288,101 @@ def resolve_settings(args, num_train=None) -> TrainSettings:
     return s
 
 
+# (flag, smallest value allowed, whether the smallest itself is allowed): --flag must be a
+# finite number above it (or equal to it when allowed). None given = the setting's default.
+_FLAG_RANGES = (("lr", 0, False), ("clip_norm", 0, False), ("epochs", 0, False),
+                ("momentum", 0, True), ("weight_decay", 0, True), ("val_limit", 1, True),
+                ("log_every", 1, True), ("eval_every", 0, True), ("ckpt_every", 0, True),
+                ("warmup", 0, True), ("workers", 0, True), ("num_train", 1, True),
+                ("num_val", 1, True), ("image_size", 1, True))
+_FLAG_MAX = {"momentum": 1.0, "num_train": MAX_SYNTHETIC_IMAGES,
+             "num_val": MAX_SYNTHETIC_IMAGES, "image_size": MAX_IMAGE_SIZE}
+
+
+def check_flags(args):
+    """One-line errors for numbers no run can use: --lr -1, --clip-norm -1, --epochs nan,
+    --val-limit 0, --log-every 0, --image-size 100000, negative milestones, ..."""
+    for key, low, equal_ok in _FLAG_RANGES:
+        v = getattr(args, key)
+        if v is None:
+            continue
+        high = _FLAG_MAX.get(key, math.inf)
+        ok = math.isfinite(v) and (v >= low if equal_ok else v > low) and \
+            (v < high if key == "momentum" else v <= high)
+        if not ok:
+            rule = f"{'at least' if equal_ok else 'above'} {low:g}" + \
+                (f" and {'below' if key == 'momentum' else 'at most'} {high:g}"
+                 if high != math.inf else "")
+            fail("train", f"--{key.replace('_', '-')}: {v!r} is not allowed; give a number "
+                          f"{rule}")
+    if args.milestones is not None and any(m < 0 for m in args.milestones):
+        fail("train", f"--milestones: {args.milestones} has a negative step; give steps >= 0")
+
+
+def check_out(out, overwrite):
+    """--out of a new run: a folder (or a path where one can be made) that holds no run
+    (RUN_FILES) unless --overwrite, and that this user may write into."""
+    if out is None:
+        return
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail("train", f"--out: {out} is a file, not a folder; give a folder for the run")
+    if os.path.isdir(out):
+        found = [f for f in RUN_FILES if os.path.lexists(os.path.join(out, f))]
+        if found and not overwrite:
+            fail("train", f"--out: {out} already holds a run ({', '.join(found)}); continue "
+                          f"it with --resume {os.path.join(out, 'last.npz')}, replace it with "
+                          "--overwrite, or choose another --out")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail("train", f"--out: {parent} is not writable; choose an --out you can write to")
+
+
 def resume_from(args):
     """(arrays, meta) of --resume's checkpoint and the settings it continues with: the
-    checkpoint's own, with --iters when given (a run may be lengthened)."""
+    checkpoint's own, with --iters when given (a run may be lengthened). Everything read is
+    checked before it is used (a settings, config or data spec that is not minissd.train's,
+    a checkpoint without optimizer state): one-line errors."""
     try:
         checkpoint = load_run_checkpoint(args.resume)
     except CheckpointError as e:
         fail("train", f"--resume: {e}")
-    settings = TrainSettings.from_dict(checkpoint[1]["settings"])
+    arrays, meta = checkpoint
+    if "optim_state" not in meta:
+        fail("train", f"--resume: {args.resume} holds no optimizer state (momentum or Adam "
+                      "moments), so the run cannot continue exactly; start a new run from it "
+                      "instead, or resume from the run's last.npz")
+    try:
+        settings = TrainSettings.from_dict(meta["settings"])
+        _check_settings(settings)
+        config_of(meta, arrays, args.resume)
+        check_spec(meta.get("data"))
+        if not isinstance(meta.get("step"), int) or not 0 <= meta["step"] <= settings.iters:
+            raise ValueError(f"step {str(meta.get('step'))[:20]}")
+    except CheckpointError as e:
+        fail("train", f"--resume: {e}")
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        fail("train", f"--resume: {args.resume}: its training state is malformed "
+                      f"({type(e).__name__}: {str(e)[:120]}); it was not written by "
+                      "python -m minissd.train")
     if args.iters is not None:
         settings = dataclasses.replace(settings, iters=args.iters)
     return checkpoint, settings
+
+
+def _check_settings(s):
+    """ValueError unless the settings read from a checkpoint are ones a run can use."""
+    for key in ("batch_size", "iters", "log_every", "procs"):
+        v = getattr(s, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"settings {key} {v!r}")
+    for key in ("lr", "momentum", "weight_decay"):
+        v = getattr(s, key)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"settings {key} {v!r}")
+    if s.optimizer not in ("sgd", "adam") or s.augment not in ("full", "light", "flip", "none"):
+        raise ValueError(f"settings optimizer {s.optimizer!r} / augment {s.augment!r}")
 
 
 def _say(text):
@@ -308,6 +403,7 @@ def prepare(args, quiet=False):
         spec = checkpoint[1]["data"]
         return settings, spec, _num_train(spec), checkpoint, \
             args.out or os.path.dirname(os.path.abspath(args.resume))
+    check_out(args.out, args.overwrite)
     if args.image_size == "auto":
         args.image_size = _auto_image_size(args, quiet)
     if args.image_size is not None and args.weights is None:
@@ -489,6 +585,7 @@ def main(argv=None):
     if launched is not None and args.procs is None:
         args.procs = launched
     check_data_flags(args)
+    check_flags(args)
     if not args.resume:
         check_finetune_flags(args)
     if args.weights is None and args.config is None:
@@ -526,6 +623,10 @@ def _train(args, settings, spec, out, checkpoint, comm):
                    workers=args.workers, progress=not args.no_progress, spec=spec, comm=comm)
     except (CheckpointError, DataError) as e:
         fail("train", str(e))
+    except OSError as e:                    # --out read-only, a full disk, ...
+        where = e.filename or out or "--out"
+        fail("train", f"{where}: cannot write ({e.strerror or e}); free some space or "
+                      "choose another --out (a run stopped here resumes from its last.npz)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle
 
 from .backend import to_numpy
 from .boxes import center_to_corner
+from .untrusted import atomic_path
 
 _COLORS = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:brown",
            "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
@@ -34,12 +35,21 @@ def new_axes(figsize=(6, 6), ncols=1):
 
 
 def save_figure(fig, path, dpi=100):
-    """Write a figure to `path` (PNG by its extension), creating the folder; returns path."""
+    """Write a figure to `path` (PNG by its extension), creating the folder; returns path.
+    The picture is written beside it under a temporary name and renamed over it when
+    complete (untrusted.atomic_path): an interrupted or failed write leaves no half PNG."""
     folder = os.path.dirname(os.fspath(path))
     if folder:
         os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=_format_of(path))
     return path
+
+
+def _format_of(path):
+    """The picture format savefig would take from path's extension (png by default)."""
+    ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    return ext or "png"
 
 
 def class_color(label):

@@ -27,8 +27,9 @@ import numpy as np
 
 from .backend import to_numpy
 from .pretrained import import_torchvision_ssd300  # noqa: F401  (public name)
-from .torchfile import (_LEGACY_MAGIC, _LEGACY_PROTOCOL, CheckpointError,  # noqa: F401
-                        UnsafeCheckpointError, read_torch_checkpoint)
+from .torchfile import (_LEGACY_MAGIC, _LEGACY_PROTOCOL, MAX_INFLATION,  # noqa: F401
+                        CheckpointError, UnsafeCheckpointError, read_torch_checkpoint)
+from .untrusted import open_regular, printable
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,11 +172,14 @@ def load_checkpoint(path):
     """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_regular(path) as f:
+            _check_inflation(f, path)
+            f.seek(0)
+            z = np.load(f, allow_pickle=False)
             if _META_KEY not in z.files:
                 raise CheckpointError(f"{path}: not a minissd checkpoint (no {_META_KEY} entry); "
                                       "for PyTorch .pth files use read_torch_checkpoint")
-            meta = json.loads(str(z[_META_KEY]))
+            meta = _printable_names(json.loads(str(z[_META_KEY])))
             arrays, optim = {}, {}
             for name in z.files:
                 if name == _META_KEY:
@@ -188,12 +192,45 @@ def load_checkpoint(path):
         raise
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except RecursionError:
+        raise CheckpointError(f"{path}: its metadata nests deeper than Python can read; it "
+                              "was not written by minissd.train") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, TypeError,
+            AttributeError, OverflowError, MemoryError) as e:
         raise CheckpointError(f"{path}: cannot read this checkpoint, it looks truncated or "
                               f"corrupted ({type(e).__name__}: {e})") from e
     if optim:
         meta["optim_state"] = optim
     return arrays, meta
+
+
+def _check_inflation(f, path):
+    """CheckpointError when an entry of the .npz (a zip) would inflate more than
+    torchfile.MAX_INFLATION times: np.savez does not compress, a zip bomb does."""
+    if not zipfile.is_zipfile(f):
+        return                                   # np.load says what it is
+    with zipfile.ZipFile(f) as z:
+        for info in z.infolist():
+            if info.flag_bits & 0x1:
+                raise CheckpointError(f"{path}: {info.filename} is encrypted; a minissd "
+                                      "checkpoint never is")
+            if info.compress_type != zipfile.ZIP_STORED and \
+                    info.file_size > MAX_INFLATION * max(info.compress_size, 1) + 4096:
+                raise CheckpointError(f"{path}: {info.filename} inflates {info.compress_size} "
+                                      f"bytes to {info.file_size} (a zip bomb?); a minissd "
+                                      "checkpoint is not compressed")
+
+
+def _printable_names(meta):
+    """meta with the class names it holds (config, data spec, settings) passed through
+    untrusted.printable: a checkpoint from anywhere cannot put terminal escapes on screen."""
+    if not isinstance(meta, dict):
+        raise ValueError("the metadata is not a JSON object")
+    for part, key in (("config", "class_names"), ("data", "classes"), ("settings", "classes")):
+        names = meta.get(part, {}).get(key) if isinstance(meta.get(part), dict) else None
+        if isinstance(names, list):
+            meta[part][key] = [printable(n) for n in names]
+    return meta
 
 
 def _json_default(o):

@@ -16,6 +16,11 @@ train stores it in every checkpoint, so evaluate and --resume open exactly the s
 where the folder gives no validation split, the one made (folders.hash_split) is recorded as
 its image ids. Errors are DataError (a ValueError) with a message for the user; each command
 prints it as its own one-line error.
+
+A spec read back from a checkpoint is a stranger's: open_split checks it first (check_spec):
+the synthetic set's sizes within untrusted.MAX_SYNTHETIC_IMAGES images of at most
+untrusted.MAX_IMAGE_SIZE pixels (a crafted checkpoint cannot make evaluate write millions of
+images), and every field of the type it must have.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from .coco import COCODataset, read_coco_file
 from .folders import count_classes, find_layout, hash_split, labels_file, order_classes
 from .loader import DataLoader
 from .synthetic import ensure_synthetic
+from ..untrusted import MAX_IMAGE_SIZE, MAX_SYNTHETIC_IMAGES, MIN_SYNTHETIC_SIZE, atomic_write
 from .voc import DataError, VOCDataset, read_labels_file
 from .yolo import YOLODataset, yolo_spec  # noqa: F401  (yolo_spec: train and evaluate use it)
 
@@ -89,6 +95,9 @@ def coco_spec(root, ann, val_root=None, val_ann=None, classes=None, report=None)
     id order; a validation file's categories are matched to them by name."""
     report = report or (lambda text: None)
     first = read_coco_file(ann)
+    if not first.objects:
+        raise DataError(f"{ann}: no annotation in the file, so there is nothing to learn; "
+                        "export the annotations with the images, or check the file")
     names = [n for _, n in first.categories]
     if classes is not None:
         absent = [n for n in classes if n not in names]
@@ -146,9 +155,48 @@ def _voc_splits(root) -> dict:
     return {**spec, "train_ids": train_ids, "val_ids": val_ids, "split_made": True}
 
 
+def _is_int(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_strs(v):
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+def check_spec(spec):
+    """DataError unless `spec` is a data spec this code could have written (it may come from
+    a checkpoint made by anyone): a known kind, fields of the right types, and for the
+    synthetic set at most MAX_SYNTHETIC_IMAGES images of MIN_SYNTHETIC_SIZE to
+    MAX_IMAGE_SIZE pixels."""
+    what = "the checkpoint's data description"
+    if not isinstance(spec, dict) or spec.get("kind") not in ("synthetic", "voc", "coco"):
+        raise DataError(f"{what} is not a synthetic, voc or coco data spec; pass --voc-root "
+                        "DIR or --coco-root DIR --coco-ann FILE.json")
+    if spec["kind"] == "synthetic":
+        for key, lo, hi in (("num_train", 1, MAX_SYNTHETIC_IMAGES),
+                            ("num_val", 1, MAX_SYNTHETIC_IMAGES),
+                            ("image_size", MIN_SYNTHETIC_SIZE, MAX_IMAGE_SIZE),
+                            ("seed", 0, 2**63 - 1)):
+            if not _is_int(spec.get(key), lo, hi):
+                raise DataError(f"{what} asks for a synthetic set with {key} "
+                                f"{str(spec.get(key))[:40]}; it must be an integer from {lo} "
+                                f"to {hi}. Pass --voc-root DIR to evaluate on other data")
+        return
+    bad = [k for k in ("root", "ann", "val_root", "val_ann") if k in spec
+           and spec[k] is not None and not isinstance(spec[k], str)]
+    bad += [k for k in ("classes", "train", "val", "train_ids", "val_ids") if k in spec
+            and spec[k] is not None and not _is_strs(spec[k])]
+    if not isinstance(spec.get("root"), str):
+        bad.append("root")
+    if bad:
+        raise DataError(f"{what} has a malformed {bad[0]!r}; pass --voc-root DIR or "
+                        "--coco-root DIR --coco-ann FILE.json")
+
+
 def open_split(spec, split, keep_difficult=False):
     """The dataset (VOCDataset or COCODataset) of a data spec's "train" or "val" part
-    (generating the synthetic set)."""
+    (generating the synthetic set). The spec is checked first (check_spec)."""
+    check_spec(spec)
     if spec["kind"] == "coco":
         root, ann = (spec["root"], spec["ann"]) if split == "train" else \
             (spec["val_root"], spec["val_ann"])
@@ -174,9 +222,9 @@ def write_split_files(spec, out):
     """<out>/split_train.txt and split_val.txt: a made split's image ids, one per line."""
     for part in ("train", "val"):
         ids = spec.get(f"{part}_ids")
-        if ids is not None:
-            with open(os.path.join(out, f"split_{part}.txt"), "w", encoding="utf-8") as f:
-                f.write("".join(i + "\n" for i in ids))
+        if ids is not None:         # (file names that are not UTF-8 keep their own bytes)
+            with atomic_write(os.path.join(out, f"split_{part}.txt")) as f:
+                f.write("".join(i + "\n" for i in ids).encode("utf-8", "surrogateescape"))
 
 
 def median_object_side(dataset, image_size, limit=500):

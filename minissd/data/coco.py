@@ -30,10 +30,19 @@ Images without annotations are background images (G = 0). Bad input raises DataE
 ValueError) naming the file, the problem and the fix: a file that is not COCO JSON, an
 annotation of an unknown image or category id, an image file missing under the root, a box
 outside its image.
+
+Files from strangers (minissd/untrusted.py): ids must be integers or strings; numbers
+(bbox, width, height, area) must be finite (JSON's NaN and Infinity are refused, naming the
+field); iscrowd is 0 or 1 (also written "0", "1", false, true); a file_name must stay under
+the images folder (no "../", no absolute path); category names have their control
+characters escaped; a file with no annotations at all is read with a warning (every image a
+background image); the JSON is read only from a regular file, and nesting too deep for
+Python is a DataError.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import warnings
@@ -41,7 +50,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..untrusted import (NotARegularFile, inside, is_regular_file, open_regular, printable)
 from .voc import DataError, Sample, image_size, load_image
+
+MAX_SIDE = 1 << 20          # an image width or height above a million pixels is not an image
 
 
 class CocoAnnotation(NamedTuple):
@@ -91,9 +103,14 @@ def read_coco_file(path) -> CocoFile:
 
 def _parse_file(path) -> CocoFile:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_regular(path, "r", encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except NotARegularFile as e:
+        raise DataError(str(e)) from None
+    except RecursionError:
+        raise DataError(f"{path}: the JSON nests deeper than Python can read; a COCO file is "
+                        "three levels deep: fix or re-export it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         raise DataError(f"{path}: not a readable JSON file ({type(e).__name__}: {e}); fix "
                         "or re-export the COCO annotation file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
@@ -106,9 +123,9 @@ def _parse_file(path) -> CocoFile:
 
     categories = []
     for k, c in enumerate(cats):
-        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
+        if not isinstance(c, dict) or not _is_id(c.get("id"), int) or "name" not in c:
             raise DataError(f"{path}: categories[{k}] needs an integer \"id\" and a \"name\"")
-        categories.append((c["id"], str(c["name"])))
+        categories.append((c["id"], printable(c["name"])))
     categories.sort()
     ids = [c for c, _ in categories]
     names = [n for _, n in categories]
@@ -120,9 +137,15 @@ def _parse_file(path) -> CocoFile:
 
     images, known, names_seen = [], set(), set()
     for k, im in enumerate(data["images"]):
-        if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"),
-                                                                         str):
-            raise DataError(f"{path}: images[{k}] needs an \"id\" and a \"file_name\"")
+        if not isinstance(im, dict) or not _is_id(im.get("id")) \
+                or not isinstance(im.get("file_name"), str):
+            raise DataError(f"{path}: images[{k}] needs an \"id\" (an integer or a string) "
+                            "and a \"file_name\"")
+        if inside(".", im["file_name"]) is None:
+            raise DataError(f"{path}: images[{k}] has file_name "
+                            f"{printable(im['file_name'][:80])!r}, which leaves the images "
+                            "folder; a file_name is a path relative to --coco-root, without "
+                            "'..' and not absolute")
         if im["id"] in known:
             raise DataError(f"{path}: image id {im['id']!r} appears twice in \"images\"")
         if im["file_name"] in names_seen:
@@ -141,25 +164,33 @@ def _parse_file(path) -> CocoFile:
     per_image = {}
     cat_set = set(ids)
     for k, a in enumerate(anns):
-        where = f"{path}: annotation {a.get('id', k) if isinstance(a, dict) else k}"
+        where = f"{path}: annotation {_name_of(a.get('id', k)) if isinstance(a, dict) else k}"
         if not isinstance(a, dict):
             raise DataError(f"{where} is not an object")
-        if a.get("image_id") not in known:
-            raise DataError(f"{where} refers to image id {a.get('image_id')!r}, which is not "
-                            "in \"images\"; add the image or remove the annotation")
-        if a.get("category_id") not in cat_set:
+        if not _is_id(a.get("image_id")) or a["image_id"] not in known:
+            raise DataError(f"{where} refers to image id {_short(a.get('image_id'))}, which "
+                            "is not in \"images\"; add the image or remove the annotation")
+        if not _is_id(a.get("category_id"), int) or a["category_id"] not in cat_set:
             shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
-            raise DataError(f"{where} has unknown category id {a.get('category_id')!r}; the "
+            raise DataError(f"{where} has unknown category id {_short(a.get('category_id'))}; the "
                             f"file's categories are ids {shown}. Add the category to "
                             "\"categories\" or remove the annotation")
         box = a.get("bbox")
-        if not (isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                        for v in box)):
-            raise DataError(f"{where} has bbox {box!r}; a COCO box is [x, y, width, height] "
-                            "in pixels")
+        if not (isinstance(box, list) and len(box) == 4 and all(map(_finite, box))):
+            raise DataError(f"{where} has bbox {_short(box)}; a COCO box is [x, y, width, "
+                            "height], four finite numbers in pixels")
+        crowd = _CROWD.get(_key(a.get("iscrowd", 0)))
+        if crowd is None:
+            raise DataError(f"{where} has iscrowd {_short(a.get('iscrowd'))}; write 0 (one "
+                            "object) or 1 (a crowd)")
+        if a.get("area") is not None and not _finite(a["area"]):
+            raise DataError(f"{where} has area {_short(a['area'])}; write the object's area "
+                            "in pixels (a finite number), or leave it out")
         per_image.setdefault(a["image_id"], []).append(
-            (a.get("id", k), a["category_id"], box, bool(a.get("iscrowd", 0)), a.get("area")))
+            (_key(a.get("id", k)), a["category_id"], box, crowd, a.get("area")))
+    if not anns:
+        warnings.warn(f"{path}: the file has no annotations: every image is a background "
+                      "image (nothing to learn, nothing to find)", stacklevel=3)
     objects = {}
     for image_id, rows in per_image.items():
         bbox = np.array([r[2] for r in rows], np.float64).reshape(-1, 4)       # (G, 4)
@@ -171,8 +202,38 @@ def _parse_file(path) -> CocoFile:
     return CocoFile(path, images, categories, objects)
 
 
+def _finite(v):
+    """A JSON number that is finite (not NaN, Infinity, nor a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _positive(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+    return _finite(v) and 0 < v <= MAX_SIDE
+
+
+def _is_id(v, kinds=(int, str)):
+    """An id COCO allows: an integer (or a string, for images); never a list or a dict."""
+    return isinstance(v, kinds) and not isinstance(v, bool)
+
+
+def _key(v):
+    """v itself when hashable and printable as an id, else its short text."""
+    return v if isinstance(v, (int, float, str, bool, type(None))) else _short(v)
+
+
+def _name_of(v):
+    """An id as the messages show it: an int or string as it is (escaped), else _short."""
+    return printable(str(v))[:60] if _is_id(v) else _short(v)
+
+
+def _short(v):
+    """A value for an error message: repr, control characters escaped, at most 60 chars."""
+    text = printable(repr(v))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# iscrowd as written by the tools: 0/1, false/true, and "0"/"1" (strings, from some exporters)
+_CROWD = {0: False, 1: True, "0": False, "1": True}
 
 
 class COCODataset:
@@ -212,7 +273,7 @@ class COCODataset:
                                 "annotation file the run was trained with")
             self.images = [file_names[i] for i in ids]
         missing = [name for _, name, _, _ in self.images
-                   if not os.path.isfile(os.path.join(self.root, name))]
+                   if not is_regular_file(os.path.join(self.root, name))]
         if missing:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise DataError(f"{self.ann_file}: {len(missing)} of its {len(self.images)} images "

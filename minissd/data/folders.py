@@ -30,6 +30,7 @@ from typing import NamedTuple
 from defusedxml import ElementTree
 
 from ..config import VOC_CLASS_NAMES
+from ..untrusted import is_regular_file, open_regular, printable
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # The subfolders of a flat export that are splits, and the split each one is.
@@ -85,15 +86,15 @@ def _pairs(image_folder, xml_folder, prefix="") -> dict:
     if os.path.isdir(xml_folder):
         for name in os.listdir(xml_folder):
             stem, ext = os.path.splitext(name)
-            if ext.lower() == ".xml":
-                xmls[stem] = os.path.join(xml_folder, name)
+            if ext.lower() == ".xml" and is_regular_file(os.path.join(xml_folder, name)):
+                xmls[stem] = os.path.join(xml_folder, name)     # not a FIFO named a.xml
     items = {}
     for name in sorted(os.listdir(image_folder)):
         stem, ext = os.path.splitext(name)
         if ext.lower() not in IMAGE_EXTENSIONS or prefix + stem in items:
             continue          # not an image, or a second file of that stem (a.jpg, a.png)
         path = os.path.join(image_folder, name)
-        if os.path.isfile(path):
+        if is_regular_file(path):
             items[prefix + stem] = Item(prefix + stem, path, xmls.get(stem))
     return items
 
@@ -102,7 +103,7 @@ def labels_file(root) -> str | None:
     """labels.txt (or labelImg's classes.txt) in root, when there is one."""
     for name in LABEL_FILES:
         path = os.path.join(root, name)
-        if os.path.isfile(path):
+        if os.path.exists(path) and not os.path.isdir(path):   # a FIFO: refused when read
             return path
     return None
 
@@ -115,11 +116,12 @@ def count_classes(xml_paths) -> collections.Counter:
         if path is None:
             continue
         try:
-            root = ElementTree.parse(path).getroot()
+            with open_regular(path) as f:
+                root = ElementTree.parse(f).getroot()
         except Exception:                # ParseError, a missing file, defusedxml's refusals
             continue
         for obj in root.iter("object"):
-            name = (obj.findtext("name") or "").strip()
+            name = printable((obj.findtext("name") or "").strip())
             if name:
                 counts[name] += 1
     return counts
@@ -135,8 +137,9 @@ def order_classes(names) -> tuple:
 
 
 def hash_fraction(image_id) -> float:
-    """A number in [0, 1) fixed by the id alone (SHA-1 of its UTF-8 bytes)."""
-    digest = hashlib.sha1(image_id.encode("utf-8")).digest()
+    """A number in [0, 1) fixed by the id alone (SHA-1 of its UTF-8 bytes; a file name that is
+    not UTF-8 hashes its own bytes, which Python keeps as surrogate escapes)."""
+    digest = hashlib.sha1(image_id.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 

@@ -24,9 +24,11 @@ number of processes, and a loader of size 1 is the plain one.
 Decoding (Pillow) and resizing release the GIL, so a thread pool overlaps them; `prefetch`
 batches are kept in flight while the caller trains on the current one.
 
-A sample that fails (DataError, or an image error from Pillow) is skipped: its batch is one
-image shorter, `loader.skipped` counts it, and each bad file is warned about once. One bad
-file never stops a long run.
+A sample that fails (DataError, or any of SKIPPED_ERRORS: an image error from Pillow, a
+number that overflows) is skipped: its batch is one image shorter, `loader.skipped` counts
+it, and each bad file is warned about once. One bad file never stops a long run; two epochs
+(at least 8) of batches in a row in which no image could be read do (DataError), rather than
+looping on.
 """
 from __future__ import annotations
 
@@ -40,6 +42,12 @@ import numpy as np
 from .augment import preprocess as preprocess_images
 from .augment import resize
 from .voc import DataError
+
+# What one bad file can raise while it is read and augmented: DataError (a ValueError) from
+# the readers, OSError / SyntaxError / EOFError from Pillow, ValueError and ArithmeticError
+# (OverflowError, ZeroDivisionError) from numbers in a file. A bug elsewhere (TypeError,
+# IndexError, ...) is not caught: it stops the run with its traceback.
+SKIPPED_ERRORS = (DataError, OSError, SyntaxError, EOFError, ValueError, ArithmeticError)
 
 
 def _preprocess_dict(preprocess):
@@ -187,7 +195,7 @@ class DataLoader:
         try:
             s = self.dataset[int(index)]
             return self.transform(s.image, s.boxes, s.labels, rng)
-        except (DataError, OSError, SyntaxError) as e:  # Pillow raises OSError / SyntaxError
+        except SKIPPED_ERRORS as e:
             return e
 
     def batches(self, start_step=None):
@@ -208,7 +216,7 @@ class DataLoader:
         shard_size = -(-self.batch_size // self.num_shards)
         results = prefetcher.map(self._load, jobs(), self.prefetch * shard_size)
         try:
-            s = first
+            s, empty = first, 0
             while True:
                 epoch, idx = self.shard_indices(s)
                 items = []
@@ -225,6 +233,11 @@ class DataLoader:
                     raise DataError(f"every image of shard {self.rank} of step {s - 1} failed "
                                     f"to load (see the warnings above); fix or remove those "
                                     f"files, or train in one process (--procs 1)")
+                empty = 0 if items else empty + 1
+                if empty >= max(2 * self.steps_per_epoch, 8):
+                    raise DataError(f"no image of the last {empty} batches (two epochs) could "
+                                    "be read (see the warnings above); fix or replace the "
+                                    "dataset's files")
                 if items:                   # a batch whose every file failed is skipped
                     yield self._collate(items)
         finally:
@@ -297,7 +310,7 @@ class EvalLoader:
                     "difficult": s.difficult, "height": s.image.shape[0],
                     "width": s.image.shape[1]}
             return resize(s.image, self.size).astype(np.float32), info
-        except (DataError, OSError, SyntaxError) as e:
+        except SKIPPED_ERRORS as e:
             return e
 
     def __iter__(self):

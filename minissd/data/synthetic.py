@@ -327,6 +327,35 @@ def write_yolo_files(root) -> str:
                        for split in ("train", "val")}, os.path.join(root, "yolo"))
 
 
+# What generate() and --coco write into --out: a folder holding only these is an earlier output.
+OWN_ENTRIES = {"JPEGImages", "Annotations", "ImageSets", "labels.txt", "coco_train.json",
+               "coco_val.json", "yolo"}
+
+
+def _not_ours(out):
+    """Why --out may not be written into (None when it may): it is a file, or a non-empty
+    folder holding something this command does not write, or a labels.txt of other classes.
+    The user's files are never overwritten."""
+    if not os.path.exists(out):
+        return None
+    if not os.path.isdir(out):
+        return "is a file, not a folder"
+    names = set(os.listdir(out))
+    other = sorted(names - OWN_ENTRIES)
+    if other:
+        return f"is not empty (it holds {', '.join(other[:3])}{', ...' if len(other) > 3 else ''})"
+    labels = os.path.join(out, "labels.txt")
+    if names:
+        try:
+            with open(labels, "rb") as f:
+                own = f.read(4096) == ("\n".join(CLASSES) + "\n").encode()
+        except OSError:
+            own = False
+        if not own:
+            return "holds a dataset that this command did not write (its labels.txt differs)"
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m minissd.data.synthetic",
                                 description="Write the synthetic VOC-format detection set.")
@@ -341,6 +370,11 @@ def main(argv=None):
     p.add_argument("--yolo", action="store_true", help="also write the set in Ultralytics' "
                    "YOLO layout under <out>/yolo (data.yaml, images/, labels/)")
     a = p.parse_args(argv)
+    problem = _not_ours(a.out)
+    if problem:
+        print(f"python -m minissd.data.synthetic: error: --out: {a.out} {problem}; give an "
+              "empty or new folder (or an earlier output of this command)", file=sys.stderr)
+        return 2
     root = generate(a.out, a.num_train, a.num_val, a.image_size, a.seed, progress=True)
     print(f"wrote {a.num_train} train + {a.num_val} val images to {root}")
     if a.coco:

@@ -24,6 +24,12 @@ a box written and read back is exact.
 Bad input raises DataError (a ValueError) naming the file, the problem and the fix. A box that
 sticks out of the image is clipped, with one warning per dataset; an image without objects is
 allowed (G = 0).
+
+Files from strangers (minissd/untrusted.py): every file is opened only when it is a regular
+file (a FIFO named a.xml is refused, not waited on); numbers must be finite (nan, inf, 1e999
+are errors naming the file and field); split-file ids may not leave the VOCdevkit
+("../x"); class names have their control characters escaped (untrusted.printable); text
+files (labels.txt, split files) must be UTF-8.
 """
 from __future__ import annotations
 
@@ -32,11 +38,16 @@ import threading
 import warnings
 from typing import NamedTuple
 
+import math
+from struct import error as struct_error
+
 import numpy as np
 from defusedxml import ElementTree
 from PIL import Image
 
 from ..config import VOC_CLASS_NAMES
+from ..untrusted import (NotARegularFile, inside, is_regular_file, open_regular, printable,
+                         read_text)
 from .folders import (Item, count_classes, find_layout, labels_file,
                       order_classes)
 
@@ -67,8 +78,8 @@ class Annotation(NamedTuple):
 
 def read_labels_file(path) -> tuple:
     """Class names from a labels.txt: one name per line, label order 1..K; blank lines skipped."""
-    with open(path, encoding="utf-8") as f:
-        names = tuple(line.strip() for line in f if line.strip())
+    names = tuple(printable(line.strip()) for line in _text(path, "class list").splitlines()
+                  if line.strip())
     if not names:
         raise DataError(f"{path}: no class names found; write one class name per line")
     if len(set(names)) != len(names):
@@ -76,24 +87,54 @@ def read_labels_file(path) -> tuple:
     return names
 
 
+def _text(path, what):
+    """A small UTF-8 text file's content (untrusted.read_text), errors as DataError."""
+    try:
+        return read_text(path, what)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (ValueError, OSError) as e:
+        raise DataError(str(e)) from None
+
+
+# 16-bit and 32-bit grayscale modes: Pillow's convert("RGB") clips them at 255 (solid white).
+_WIDE_GRAY = {"I;16": 257.0, "I;16L": 257.0, "I;16B": 257.0, "I;16N": 257.0, "I": 257.0}
+
+
+def _to_rgb8(im) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a decoded Pillow image. A 16-bit grayscale PNG (mode I;16, or I
+    for a 32-bit integer one read as 16-bit values) is scaled to 8 bits (v / 257: 65535 ->
+    255), a float image (F) clipped to 0..255, rather than clipped to solid white."""
+    if im.mode in _WIDE_GRAY or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)                                  # (H, W)
+        if im.mode != "F":
+            a = a / _WIDE_GRAY[im.mode]
+        a = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
+        return np.repeat(a[:, :, None], 3, axis=2)                            # (H, W, 3)
+    if im.mode != "RGB":
+        # A palette image with transparency converts through RGBA first, which
+        # Pillow asks for; the alpha channel is then dropped.
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
 def load_image(path, missing_fix="check the path", bad_fix="replace it") -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB (grayscale, CMYK, palette, RGBA converted).
+    """Decode an image file to (H, W, 3) uint8 RGB (grayscale, 16-bit grayscale, CMYK,
+    palette, RGBA converted: _to_rgb8).
 
     A missing or undecodable file is a DataError naming the file; missing_fix and bad_fix are
-    what the caller tells the user to do (a dataset names its split or annotation file)."""
+    what the caller tells the user to do (a dataset names its split or annotation file). A
+    path that is not a regular file (a FIFO, a device) is refused without opening it."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             im.load()                       # decode now: a truncated file fails here
-            if im.mode != "RGB":
-                # A palette image with transparency converts through RGBA first, which
-                # Pillow asks for; the alpha channel is then dropped.
-                if im.mode == "P" and "transparency" in im.info:
-                    im = im.convert("RGBA")
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+            return _to_rgb8(im)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found; {missing_fix}") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, ArithmeticError, Image.DecompressionBombError,
+            struct_error, EOFError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); the file is "
                         f"truncated or not an image: {bad_fix}") from None
 
@@ -101,11 +142,12 @@ def load_image(path, missing_fix="check the path", bad_fix="replace it") -> np.n
 def image_size(path) -> tuple:
     """(width, height) of an image file from its header (no decoding)."""
     try:
-        with Image.open(path) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             return im.size
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (OSError, SyntaxError, ValueError, ArithmeticError, Image.DecompressionBombError,
+            struct_error, EOFError) as e:
         raise DataError(f"{path}: cannot read the image ({type(e).__name__}: {e}); replace "
                         "the file or remove it") from None
 
@@ -214,10 +256,13 @@ class VOCDataset:
             return Annotation(np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
                               np.zeros(0, bool), image_id, width, height)
         try:
-            tree = ElementTree.parse(path)
+            with open_regular(path) as f:
+                tree = ElementTree.parse(f)
         except FileNotFoundError:
             raise DataError(f"{path}: annotation file not found; every id in the split file "
                             "needs Annotations/<id>.xml") from None
+        except NotARegularFile as e:
+            raise DataError(str(e)) from None
         except Exception as e:              # ParseError and defusedxml's refusals
             raise DataError(f"{path}: not valid XML ({type(e).__name__}: {e}); fix or "
                             "regenerate the file") from None
@@ -232,7 +277,7 @@ class VOCDataset:
         boxes, labels, difficult = [], [], []
         clipped = False
         for k, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("name") or "").strip()
+            name = printable((obj.findtext("name") or "").strip())
             if name not in self._label_of:
                 if self.drop_other_classes:
                     continue            # a class this run does not train on
@@ -302,18 +347,23 @@ def _split_items(found, split) -> list:
                             f"splits {given} (subfolders train/, valid/ or val/, test/)")
         return [found.items[i] for i in found.splits[split]]
     folder, list_file = _split_paths(root, found.kind, split)
-    with open(list_file, encoding="utf-8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    ids = [line.split()[0] for line in _text(list_file, "split file").splitlines()
+           if line.strip()]
     if found.kind == "devkit":
-        found = found._replace(items=_devkit_items(folder, ids))
+        found = found._replace(items=_devkit_items(folder, ids, list_file))
     return _listed_items(found, ids, list_file)
 
 
-def _devkit_items(folder, ids) -> dict:
-    """{id: Item} of a VOCdevkit year folder: JPEGImages/<id>.jpg, Annotations/<id>.xml."""
+def _devkit_items(folder, ids, list_file="the split file") -> dict:
+    """{id: Item} of a VOCdevkit year folder: JPEGImages/<id>.jpg, Annotations/<id>.xml.
+    An id that would leave those folders ("../x", "/etc/x", "a/b") is a DataError."""
+    bad = [i for i in ids if "/" in i or inside(folder, i) is None]
+    if bad:
+        raise DataError(f"{list_file}: image id {printable(bad[0])!r} is a path, not a file "
+                        "name (ids may not contain / or ..); fix the split file")
     return {i: Item(i, os.path.join(folder, "JPEGImages", i + ".jpg"),
                     os.path.join(folder, "Annotations", i + ".xml")) for i in ids
-            if os.path.isfile(os.path.join(folder, "JPEGImages", i + ".jpg"))}
+            if is_regular_file(os.path.join(folder, "JPEGImages", i + ".jpg"))}
 
 
 def _listed_items(found, ids, listed_in) -> list:
@@ -328,7 +378,13 @@ def _listed_items(found, ids, listed_in) -> list:
 
 
 def _split_paths(root, layout, split):
-    """(folder, split list file) of one split, or a DataError listing what was expected."""
+    """(folder, split list file) of one split, or a DataError listing what was expected. A
+    split name that would leave the folder ("../x", a checkpoint's crafted data spec) is a
+    DataError."""
+    if not isinstance(split, str) or ".." in split or split.startswith("/") or "\\" in split \
+            or split.count("/") > 1:
+        raise DataError(f"{root}: split {printable(split)!r} is not a split name (like "
+                        "'train' or '2007/trainval'); a split cannot name another folder")
     if layout == "devkit":
         if "/" not in split:
             raise DataError(f"{root}: split {split!r} needs a year for a VOCdevkit, e.g. "
@@ -351,24 +407,39 @@ def _split_paths(root, layout, split):
     return folder, list_file
 
 
+MAX_PIXELS_SIDE = 1 << 20      # a <size> above a million pixels a side is not an image
+
+
 def _int_field(node, tag, path) -> int | None:
-    """An integer field, or None when it is absent or empty."""
+    """An integer field, or None when it is absent or empty; nan, inf and absurd sizes are a
+    DataError naming the field."""
     text = node.findtext(tag)
     if text is None or not text.strip():
         return None
     try:
-        return int(float(text))
+        value = float(text)
     except ValueError:
-        raise DataError(f"{path}: <{tag}> is {text!r}, not a number; write the image's "
-                        "size in pixels, or delete the <size> element") from None
+        raise DataError(f"{path}: <{tag}> is {printable(text[:40])!r}, not a number; write "
+                        "the image's size in pixels, or delete the <size> element") from None
+    if not math.isfinite(value) or abs(value) > MAX_PIXELS_SIDE:
+        raise DataError(f"{path}: <{tag}> is {printable(text.strip()[:40])!r}; write the "
+                        "image's size in pixels (a finite number), or delete the <size> "
+                        "element")
+    return int(value)
 
 
 def _float_field(node, tag, path, k) -> float:
+    """A box coordinate: a finite number (nan, inf, 1e999 are a DataError naming it)."""
     text = node.findtext(tag)
     if text is None or not text.strip():
         raise DataError(f"{path}: object {k} has no <{tag.split('/')[-1]}> in <bndbox>; "
                         "each box needs xmin, ymin, xmax, ymax")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DataError(f"{path}: object {k} <{tag}> is {text!r}, not a number") from None
+        raise DataError(f"{path}: object {k} <{tag}> is {printable(text[:40])!r}, not a "
+                        "number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: object {k} <{tag}> is {printable(text.strip()[:40])!r}; "
+                        "box coordinates must be finite pixel positions")
+    return value

@@ -8,14 +8,21 @@ import sys
 
 
 class RunLog:
-    """metrics.jsonl in `out` (appended to, so a resumed run continues it), its history in
-    memory for the curves, and a tqdm bar over steps start..total unless progress is False."""
+    """metrics.jsonl in `out` (appended to, so a resumed run continues it; fresh=True, a new
+    run: started afresh), its history in memory for the curves, and a tqdm bar over steps
+    start..total unless progress is False.
 
-    def __init__(self, out, start, total, progress=True):
+    A line cut short by an interrupted write (the last one, without its newline) is dropped
+    before appending, so the file stays one JSON object per line."""
+
+    def __init__(self, out, start, total, progress=True, fresh=False):
         self.out = out
         self.path = os.path.join(out, "metrics.jsonl")
-        self.file = open(self.path, "a", encoding="utf-8")
+        if fresh:
+            with open(self.path, "w", encoding="utf-8"):
+                pass
         self.history = _read_history(self.path)
+        self.file = open(self.path, "a", encoding="utf-8")
         self.bar = None
         if progress:
             from tqdm import tqdm          # imported here: only the progress bar needs it
@@ -89,7 +96,28 @@ class NullLog:
 
 
 def _read_history(path):
+    """The records of metrics.jsonl. A last line without its newline (a write cut short) is
+    cut off the file; another line that is not JSON is skipped, with one notice."""
     if not os.path.isfile(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, "rb") as f:
+        data = f.read()
+    if data and not data.endswith(b"\n"):
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+        print(f"minissd.train: {path}: dropped its last line, cut short by an interrupted "
+              "write", file=sys.stderr)
+        data = data[:keep]
+    records, bad = [], 0
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line) if line.strip() else None
+        except ValueError:
+            rec, bad = None, bad + 1
+        if isinstance(rec, dict):
+            records.append(rec)
+    if bad:
+        print(f"minissd.train: {path}: skipped {bad} line(s) that are not JSON",
+              file=sys.stderr)
+    return records

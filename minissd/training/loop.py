@@ -37,7 +37,7 @@ from ..data.choice import (CachedDataset, data_spec, make_loader, median_object_
 from ..data.loader import to_device_prefetched
 from ..distributed import (SingleProcess, allreduce_gradients, rank0_first, select_gpu,
                            sync_batch_norm)
-from ..inference import evaluate_model
+from ..inference import CheckpointError, evaluate_model
 from ..optim import learning_rate
 from ..priors import default_boxes
 from ..freeze import frozen_layers, frozen_params
@@ -140,9 +140,15 @@ class Trainer:
         self.model = build_model(self.config, s.seed)
         self.opt = build_optimizer(s)
         if meta:
-            self.model.load_state_dict(arrays)
-            if "optim_state" in meta:
-                self.opt.load_state_dict(meta["optim_state"], like=dict(self.model.params()))
+            try:
+                self.model.load_state_dict(arrays)
+                if "optim_state" in meta:
+                    self.opt.load_state_dict(meta["optim_state"],
+                                             like=dict(self.model.params()))
+            except (KeyError, ValueError, TypeError) as e:
+                raise CheckpointError(f"--resume: its arrays do not fit the config and "
+                                      f"optimizer stored with them ({str(e)[:200]}); it was "
+                                      "not written by python -m minissd.train") from None
         elif s.pretrained_vgg:
             self.config.preprocess = load_pretrained_vgg(self.model, s.pretrained_vgg)
         elif parent is not None:
@@ -172,8 +178,9 @@ class Trainer:
 
         if comm.rank == 0:
             self.print_plan()
-        self.log = RunLog(self.out, self.start, s.iters, progress) if comm.rank == 0 \
-            else NullLog()
+        # a new run starts metrics.jsonl afresh (train --overwrite); a resumed one appends
+        self.log = RunLog(self.out, self.start, s.iters, progress, fresh=meta is None) \
+            if comm.rank == 0 else NullLog()
         # the steps since the last log line: summed (loss, loc, conf) on the device, count
         self.sums, self.count, self.t_log, self.good_step = None, 0, time.perf_counter(), \
             self.start
