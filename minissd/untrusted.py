@@ -179,6 +179,8 @@ def config_weights(d) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
             raise ValueError(f"{v!r} is not an integer from {lo} to {hi}")
         return v
+    if d.get("body"):
+        return _body_weights(d, n)
     total, ch, convs = 0, 3, []
     for v in d["base"]:
         if v in ("M", "C"):
@@ -197,6 +199,32 @@ def config_weights(d) -> int:
     classes = n(len(d["class_names"]), 1, MAX_CLASSES) + 1
     for c, m in zip(sources, d["mbox"]):
         total += c * n(m, 1, 1024) * (4 + classes) * 9
+    return total
+
+
+MAX_BODY_LAYERS = 10_000
+
+
+def _body_weights(d, n) -> int:
+    """config_weights for a body given as a flat layer list (SSDConfig.body): the convs'
+    weights, from the channels each layer passes on, and the heads on the named sources."""
+    body = d["body"]
+    if not isinstance(body, (list, tuple)) or len(body) > MAX_BODY_LAYERS:
+        raise ValueError(f"body is not a list of at most {MAX_BODY_LAYERS} layers")
+    channels, total = {"data": 3}, 0
+    for layer in body:
+        inputs = layer.get("inputs") or ()
+        inputs = (inputs,) if isinstance(inputs, str) else inputs
+        ch = channels[inputs[0]] if inputs else 3
+        if layer["kind"] == "conv":
+            out = n(layer["out_channels"], 1)
+            total += ch * out * n(layer.get("kernel", 1), 1, 64) ** 2
+            ch = out
+        channels[layer["name"]] = ch
+    classes = n(len(d["class_names"]), 1, MAX_CLASSES) + 1
+    k = n(d.get("head_kernel", 3), 1, 64)
+    for name, m in zip(d["sources"], d["mbox"]):
+        total += channels[name] * n(m, 1, 1024) * (4 + classes) * k * k
     return total
 
 
