@@ -370,4 +370,58 @@ assert on_train > 0.5
    Which finds more of the training objects? Which would you expect to do better on the
    held-out images after 4400 steps, and why?
 """),
+("md", r"""
+## Know your data: the report, fitted default boxes, the error breakdown
+
+Before training, `python -m minissd.inspect` reads the annotations of a folder and reports what
+SSD will face: problems in the annotations, objects per class, their sizes at the network's
+input and, for every object, its best IoU with any default box. The share of objects whose
+best IoU reaches the matching threshold (0.5) is the **recall ceiling** of the configuration:
+an object below it still gets one positive from the bipartite step, but it is the first one a
+trained detector misses. Here, on `my_shapes`:
+"""),
+("code", r"""
+report_dir = os.path.join(work, "inspect")
+looked = subprocess.run([sys.executable, "-m", "minissd.inspect", "--voc-root", mine,
+                         "--out", report_dir], capture_output=True, text=True, timeout=600)
+print(looked.stdout[-4000:])
+assert looked.returncode == 0 and "recall ceiling:" in looked.stdout
+display(Image(os.path.join(report_dir, "sizes.png")))
+"""),
+("md", r"""
+The same numbers from the library: `best_prior_iou` gives each object's best IoU, and
+`fit_default_boxes` searches the box scales (and, for elongated objects, aspect ratios) that
+lift the ceiling. `train --fit-boxes` runs this search before the first step and stores the
+boxes in the checkpoint's config, so `evaluate` and `detect` use the same ones.
+"""),
+("code", r"""
+from minissd.analysis.coverage import best_prior_iou
+from minissd.analysis.dataset import collect
+from minissd.analysis.fit import fit_default_boxes
+from minissd.config import tiny
+
+objects = collect(VOCDataset(mine, ids=train_ids, classes=tuple(config.class_names)), "train")
+base = tiny(class_names=config.class_names)
+best, _ = best_prior_iou(objects.boxes, default_boxes(base))
+fit = fit_default_boxes(base, objects.boxes)
+print(f"{len(best)} training objects; ceiling {fit.before:.0%} with tiny's boxes, "
+      f"{fit.after:.0%} fitted; min sizes {[round(v, 1) for v in base.min_sizes]} -> "
+      f"{[round(v, 1) for v in fit.config.min_sizes]}")
+assert fit.before == np.mean(best >= 0.5) and fit.after >= fit.before
+"""),
+("md", r"""
+After training, `python -m minissd.evaluate --errors` sorts the mistakes into TIDE's types
+(classification, localisation, both, duplicate, background, missed) with the mAP points a fix
+of each type would add, and prints the precision/recall at each class's best-F1 threshold and
+a confusion matrix (`errors.png` and `errors.json` in the run folder). Which type costs the
+two-minute run above the most, and what would you change first?
+"""),
+("code", r"""
+errors = subprocess.run([sys.executable, "-m", "minissd.evaluate", "--checkpoint",
+                         os.path.join(run_dir, "last.npz"), "--errors", "--metric", "voc07",
+                         "--out", run_dir], capture_output=True, text=True, timeout=600)
+print(errors.stdout[-4000:])
+assert errors.returncode == 0 and "error types (TIDE" in errors.stdout
+display(Image(os.path.join(run_dir, "errors.png")))
+"""),
 ]
