@@ -304,7 +304,7 @@ def check_flags(args):
     --val-limit 0, --log-every 0, --image-size 100000, negative milestones, ..."""
     for key, low, equal_ok in _FLAG_RANGES:
         v = getattr(args, key)
-        if v is None:
+        if v is None or (key == "image_size" and v == "auto"):
             continue
         high = _FLAG_MAX.get(key, math.inf)
         ok = math.isfinite(v) and (v >= low if equal_ok else v > low) and \

@@ -169,9 +169,11 @@ def check_spec(spec):
     synthetic set at most MAX_SYNTHETIC_IMAGES images of MIN_SYNTHETIC_SIZE to
     MAX_IMAGE_SIZE pixels."""
     what = "the checkpoint's data description"
-    if not isinstance(spec, dict) or spec.get("kind") not in ("synthetic", "voc", "coco"):
-        raise DataError(f"{what} is not a synthetic, voc or coco data spec; pass --voc-root "
-                        "DIR or --coco-root DIR --coco-ann FILE.json")
+    if not isinstance(spec, dict) or spec.get("kind") not in ("synthetic", "voc", "coco",
+                                                              "yolo"):
+        raise DataError(f"{what} is not a synthetic, voc, coco or yolo data spec; pass "
+                        "--voc-root DIR, --coco-root DIR --coco-ann FILE.json or --yolo-root "
+                        "DIR")
     if spec["kind"] == "synthetic":
         for key, lo, hi in (("num_train", 1, MAX_SYNTHETIC_IMAGES),
                             ("num_val", 1, MAX_SYNTHETIC_IMAGES),
