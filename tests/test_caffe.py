@@ -90,6 +90,13 @@ def test_vgg_ssd512_coco_default_boxes(tmp_path):
     assert config.num_priors() == 24564
 
 
+def test_caffe_prior_clip_clamps_the_corners():
+    from minissd.priors import clip_priors
+    p = np.array([[0.95, 0.5, 0.2, 0.4], [0.5, 0.02, 0.2, 0.1]])        # center form
+    assert np.allclose(clip_priors(p, "caffe"), [[0.925, 0.5, 0.15, 0.4], [0.5, 0.035, 0.2,
+                                                                            0.07]])
+
+
 def test_batchnorm_scale_factor(tmp_path):
     prototxt = tmp_path / "bn.prototxt"
     prototxt.write_text(

@@ -185,7 +185,7 @@ def test_prior_clip_rules_differ_on_the_centres_off_the_image():
     np.testing.assert_array_equal(clip_priors(p, "ssd.pytorch"),
                                   [[1.0, 0.5, 1.0, 0.3], [0.5, 0.0, 0.2, 1.0]])
     with pytest.raises(ValueError, match="prior_clip"):
-        clip_priors(p, "caffe")
+        clip_priors(p, "corners")          # "caffe" is a rule now (tests/test_caffe.py)
 
 
 def test_config_is_torchvisions():

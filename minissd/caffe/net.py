@@ -150,7 +150,8 @@ def _shape(layer, ins, path):
         fail(path, layer, f"input of shape {x}, not (N, C, H, W)")
     if t == "Convolution":
         p = layer.convolution_param
-        k = _square(layer, path, "kernel", p.kernel_size, _opt(p, "kernel_h"), _opt(p, "kernel_w"), 0)
+        k = _square(layer, path, "kernel", p.kernel_size, _opt(p, "kernel_h"),
+                    _opt(p, "kernel_w"), 0)
         s = _square(layer, path, "stride", p.stride, _opt(p, "stride_h"), _opt(p, "stride_w"), 1)
         pad = _square(layer, path, "pad", p.pad, _opt(p, "pad_h"), _opt(p, "pad_w"), 0)
         d = _square(layer, path, "dilation", p.dilation, None, None, 1)
