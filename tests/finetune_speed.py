@@ -39,6 +39,8 @@ def main(argv=None):
     p.add_argument("--weights")
     p.add_argument("--image-size", type=int)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reverse", action="store_true", help="run the variants in the reverse "
+                   "order in each rep (a check that the order does not decide)")
     args = p.parse_args(argv)
     names = ("a", "b", "c")
     if args.weights:
@@ -62,7 +64,8 @@ def main(argv=None):
     dloc = rng.standard_normal(loc.shape).astype(np.float32) * 1e-3
     dconf = rng.standard_normal(conf.shape).astype(np.float32) * 1e-3
     for rep in range(args.reps + 1):
-        for model, skip, opt, times in variants.values():
+        order = list(variants.values())
+        for model, skip, opt, times in (order[::-1] if args.reverse else order):
             t = step_cost(model, x, dloc, dconf, skip, opt)
             if rep:                            # the first rep warms up
                 times.append(t)
