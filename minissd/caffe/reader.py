@@ -57,11 +57,17 @@ def read_prototxt(path) -> "proto.NetParameter":
         raise CheckpointError(f"{path}: not a Caffe deploy .prototxt that minissd reads "
                               f"({detail}); pass the deploy net (protobuf text, layer {{ ... }} "
                               "entries) that goes with the .caffemodel") from None
+    _check_layer_list(net, path)
+    return net
+
+
+def _check_layer_list(net, path):
+    """CheckpointError unless `net` lists its layers the way minissd reads them: in the
+    current `layer` field (not V1's `layers`), at most MAX_LAYERS of them."""
     if len(net.layers):
         raise CheckpointError(f"{path}: {_V1_FIX}")
     if len(net.layer) > MAX_LAYERS:
         raise CheckpointError(f"{path}: {len(net.layer)} layers, more than {MAX_LAYERS}")
-    return net
 
 
 def read_caffemodel(path) -> dict:
@@ -75,10 +81,7 @@ def read_caffemodel(path) -> dict:
         raise CheckpointError(f"{path}: not a readable .caffemodel (protobuf: "
                               f"{str(e) or type(e).__name__}); pass the binary weights file "
                               "Caffe saved (*.caffemodel)") from None
-    if len(net.layers):
-        raise CheckpointError(f"{path}: {_V1_FIX}")
-    if len(net.layer) > MAX_LAYERS:
-        raise CheckpointError(f"{path}: {len(net.layer)} layers, more than {MAX_LAYERS}")
+    _check_layer_list(net, path)
     if not net.layer:
         raise CheckpointError(f"{path}: no layers in the file; not a .caffemodel")
     blobs = {}
