@@ -5,8 +5,9 @@ Dimension letters: I images, D detections of one class (over all images), G grou
 For each object class c (labels 1..K; 0 is background):
   1. take every detection of class c in every image, sorted by score, highest first;
   2. a detection's candidate is the ground-truth box of class c in ITS image with the highest
-     IoU; it is a match when that IoU > iou_threshold (strictly, as the devkit's
-     `ovmax > ovthresh`);
+     IoU; it is a match when that IoU > iou_threshold (strictly, as py-faster-rcnn's
+     voc_eval.py `ovmax > ovthresh`; the devkit's VOCevaldet.m counts IoU >= 0.5, which
+     differs only at exactly 0.5; notebook 07);
   3. a match to a "difficult" box is ignored (neither true nor false positive); a match to a
      box already taken by a higher-scoring detection is a false positive (the detection does
      NOT fall back to its second-best box, as in the devkit); no match is a false positive;
