@@ -55,13 +55,17 @@ def cuda_available() -> bool:
     return _try_import_cupy()[0] is not None
 
 
+class DeviceError(RuntimeError):
+    """--device cuda without a usable GPU; the commands print it as their one error line."""
+
+
 def set_device(device: str = "auto") -> str:
     """Choose where new arrays live: "cpu", "cuda" or "auto". Returns the device chosen.
 
     "auto" picks CUDA only when CuPy imports AND a GPU answers; otherwise it falls back to
     the CPU with a one-line notice (only when CuPy is installed, since then the user likely
     expected the GPU). An explicit "cuda" without a usable GPU raises RuntimeError saying
-    what is missing.
+    what is missing (DeviceError, a RuntimeError).
     """
     global _device
     if device not in ("cpu", "cuda", "auto"):
@@ -72,7 +76,8 @@ def set_device(device: str = "auto") -> str:
     cp, why = _try_import_cupy()
     if cp is None:
         if device == "cuda":
-            raise RuntimeError(f"--device cuda was asked for, but {why}.")
+            raise DeviceError(f"--device cuda: asked for, but {why}; check the NVIDIA driver "
+                              "with nvidia-smi, or pass --device cpu")
         if "not importable" not in why:
             print(f"minissd: no usable GPU, running on the CPU ({why})", file=sys.stderr)
         _device = "cpu"

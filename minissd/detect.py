@@ -253,7 +253,10 @@ def main(argv=None):
     if args.save_json is not None and os.path.exists(args.save_json):
         fail("detect", f"--save-json {args.save_json}: the file exists; choose a new name "
              "(detect never replaces a file)")
-    backend.set_device(args.device)
+    try:
+        backend.set_device(args.device)
+    except backend.DeviceError as e:
+        fail("detect", str(e))
     bad = []
 
     def warn(line):

@@ -131,7 +131,7 @@ def main(argv=None):
         fail("evaluate", "--yolo-root: give one of --voc-root, --coco-root, --yolo-root")
     try:
         return _evaluate(args)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, backend.DeviceError) as e:
         fail("evaluate", str(e))
 
 

@@ -601,7 +601,7 @@ def main(argv=None):
             fail("train", f"--batch-size: {settings.batch_size} is larger than the training "
                           f"set ({n} images in {where}); use --batch-size {n} or less, or add "
                           "images")
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, backend.DeviceError) as e:
         fail("train", str(e))
     if launched is None and settings.procs > 1:
         status = start_processes(args, settings, argv)
@@ -621,7 +621,7 @@ def _train(args, settings, spec, out, checkpoint, comm):
     try:
         return run(settings, device=args.device, out=out, resume=checkpoint,
                    workers=args.workers, progress=not args.no_progress, spec=spec, comm=comm)
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, backend.DeviceError) as e:
         fail("train", str(e))
     except OSError as e:                    # --out read-only, a full disk, ...
         where = e.filename or out or "--out"

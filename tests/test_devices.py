@@ -43,7 +43,7 @@ def test_device_cuda_without_a_gpu_stops_with_one_clear_line(tmp_path):
                       {"MINISSD_DISABLE_CUDA": "1"})       # no GPU, even on a GPU machine
     out = run.stdout + run.stderr
     assert run.returncode == 4, out                        # pytest's usage error, not a crash
-    assert "--device cuda was asked for, but MINISSD_DISABLE_CUDA is set" in out
+    assert "--device cuda: asked for, but MINISSD_DISABLE_CUDA is set" in out
     assert "without --device cuda" in out
     assert "Traceback" not in out and "INTERNALERROR" not in out
 
@@ -265,3 +265,27 @@ def test_bench_on_the_gpu(topic, args, capsys):
     assert bench.main(args + ["--device", "cuda"]) in (0, None)
     out = capsys.readouterr().out.lower()
     assert "cuda" in out or "cupy" in out               # it says it ran on the GPU
+
+
+def test_commands_with_device_cuda_and_no_gpu_end_in_one_line(tmp_path):
+    """train, evaluate and detect --device cuda where no GPU answers: one error line naming
+    --device and the fix, exit status 2, no traceback (each was a RuntimeError traceback)."""
+    env = dict(os.environ, MINISSD_DISABLE_CUDA="1")
+    photo = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (32, 24)).save(photo)
+    ckpt = tmp_path / "none.npz"
+    for argv in (["minissd.train", "--device", "cuda", "--iters", "1", "--out",
+                  str(tmp_path / "run")],
+                 ["minissd.evaluate", "--device", "cuda", "--weights", "opencv-face"],
+                 ["minissd.detect", "--device", "cuda", "--checkpoint", str(ckpt), str(photo),
+                  "--out", str(tmp_path / "det")]):
+        run = subprocess.run([sys.executable, "-m", *argv], env=env, capture_output=True,
+                             text=True, timeout=300)
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2, (argv, run.stderr)
+        assert "Traceback" not in run.stderr, run.stderr
+        assert [ln for ln in lines if ": error: " in ln] == lines[-1:], run.stderr
+        assert lines[-1].startswith(f"{argv[0]}: error: --device cuda: asked for, but "), \
+            lines[-1]
+        assert "--device cpu" in lines[-1]
