@@ -91,7 +91,21 @@ def run_case(case, folder):
         stderr = f.read()
     return {"name": case["name"], "code": code, "stdout": stdout, "stderr": stderr,
             "seconds": seconds,
-            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "maxrss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb():
+    """This process's peak resident memory in MiB: VmHWM, which starts afresh at exec.
+    (getrusage's ru_maxrss is kept across execve, so a driver started from a large pytest
+    process would report the parent's size; getrusage(2).)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(cases_path, results_path):
