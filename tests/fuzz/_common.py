@@ -28,3 +28,22 @@ def write_seeds(folder, seeds: dict):
     for i, data in enumerate(seeds.values()):
         with open(os.path.join(folder, f"seed-{i:03d}"), "wb") as f:
             f.write(data)
+
+
+def image_folder(name) -> str:
+    """<scratch>/name holding one 64x48 image, a.png, for the annotation readers to find."""
+    from PIL import Image
+    folder = os.path.join(SCRATCH, name)
+    os.makedirs(folder, exist_ok=True)
+    Image.new("RGB", (64, 48)).save(os.path.join(folder, "a.png"))
+    return folder
+
+
+def fuzz(name, seeds: dict, one_input):
+    """Run one target under atheris from tests/fuzz/corpus/<name>, seeded with `seeds`
+    (libFuzzer's flags come from the command line)."""
+    import atheris
+    corpus = os.path.join(HERE, "corpus", name)
+    write_seeds(corpus, seeds)
+    atheris.Setup(sys.argv + [corpus], one_input)
+    atheris.Fuzz()

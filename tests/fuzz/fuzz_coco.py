@@ -6,24 +6,17 @@ with atheris.
 Seeds: valid files and tests/hostile_files.py's COCO_CASES.
 """
 import json
-import os
-import sys
 
 import atheris
 
-from _common import HERE, SCRATCH, write_seeds
+from _common import fuzz, image_folder, scratch
 
 with atheris.instrument_imports():
     from minissd.data import coco
     from minissd.data.voc import DataError
 import hostile_files as h
 
-FOLDER = os.path.join(SCRATCH, "coco")
-os.makedirs(FOLDER, exist_ok=True)
-from PIL import Image  # noqa: E402
-
-Image.new("RGB", (64, 48)).save(os.path.join(FOLDER, "a.png"))
-ANN = os.path.join(SCRATCH, "ann.json")
+FOLDER = image_folder("coco")
 
 
 def seeds():
@@ -38,11 +31,10 @@ def seeds():
 
 
 def one_input(data):
-    with open(ANN, "wb") as f:
-        f.write(data)
+    ann = scratch("ann.json", data)
     coco._CACHE.clear()
     try:
-        ds = coco.COCODataset(FOLDER, ANN)
+        ds = coco.COCODataset(FOLDER, ann)
         for i in range(len(ds)):
             ds.annotation(i)
             ds[i]
@@ -51,7 +43,4 @@ def one_input(data):
 
 
 if __name__ == "__main__":
-    corpus = os.path.join(HERE, "corpus", "coco")
-    write_seeds(corpus, seeds())
-    atheris.Setup(sys.argv + [corpus], one_input)
-    atheris.Fuzz()
+    fuzz("coco", seeds(), one_input)

@@ -6,12 +6,10 @@
 dict and every hostile case of tests/hostile_files.py's PTH_CASES, written to
 tests/fuzz/corpus/torchfile/ (not committed; regenerated on each run).
 """
-import os
-import sys
 
 import atheris
 
-from _common import HERE, scratch, write_seeds
+from _common import fuzz, scratch
 
 with atheris.instrument_imports():
     from minissd.torchfile import CheckpointError, read_torch_checkpoint
@@ -38,7 +36,4 @@ def one_input(data):
 
 
 if __name__ == "__main__":
-    corpus = os.path.join(HERE, "corpus", "torchfile")
-    write_seeds(corpus, seeds())
-    atheris.Setup(sys.argv + [corpus], one_input)
-    atheris.Fuzz()
+    fuzz("torchfile", seeds(), one_input)

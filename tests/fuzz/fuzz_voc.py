@@ -6,23 +6,17 @@ found by folders.count_classes) with atheris.
 Seeds: valid annotations and tests/hostile_files.py's VOC_XML_CASES.
 """
 import os
-import sys
 
 import atheris
 
-from _common import HERE, SCRATCH, write_seeds
+from _common import fuzz, image_folder, scratch
 
 with atheris.instrument_imports():
     from minissd.data.folders import count_classes
     from minissd.data.voc import DataError, VOCDataset
 import hostile_files as h
 
-FOLDER = os.path.join(SCRATCH, "voc")
-os.makedirs(FOLDER, exist_ok=True)
-from PIL import Image  # noqa: E402
-
-Image.new("RGB", (64, 48)).save(os.path.join(FOLDER, "a.png"))
-XML = os.path.join(FOLDER, "a.xml")
+FOLDER = image_folder("voc")
 
 
 def seeds():
@@ -36,9 +30,8 @@ def seeds():
 
 
 def one_input(data):
-    with open(XML, "wb") as f:
-        f.write(data)
-    count_classes([XML])
+    xml = scratch(os.path.join("voc", "a.xml"), data)
+    count_classes([xml])
     try:
         ds = VOCDataset(FOLDER, splits=("all",), classes=("a", "b"), drop_other_classes=True)
         ds.annotation(0)
@@ -48,7 +41,4 @@ def one_input(data):
 
 
 if __name__ == "__main__":
-    corpus = os.path.join(HERE, "corpus", "voc")
-    write_seeds(corpus, seeds())
-    atheris.Setup(sys.argv + [corpus], one_input)
-    atheris.Fuzz()
+    fuzz("voc", seeds(), one_input)
