@@ -62,11 +62,7 @@ class SSD(Container):
         return super().__new__(cls)
 
     def __init__(self, config, rng=None, dtype=np.float32):
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        rng = np.random.default_rng(0 if rng is None else rng)
-        self.plan = layer_plan(config)
-        _check_feature_maps(config)
+        rng = self._start(config, rng, dtype)
         # layers are created in plan order, which fixes the order of the random init draws
         layers = {p.name: _build_layer(p, rng, self.dtype) for p in self.plan}
         self.vgg = Sequential(*(layers[p.name] for p in stage_layers(self.plan, "vgg")))
@@ -82,6 +78,16 @@ class SSD(Container):
         self.num_priors = config.num_priors()
         self.leaf_by_name = layers                        # plan entry name -> its layer
         self.frozen, self.needed = frozenset(), None      # freeze(): nothing frozen
+
+    def _start(self, config, rng, dtype):
+        """What every SSD's constructor does first: keep the config and dtype, plan the
+        network (checking its feature maps against the config) and return the init's
+        random Generator (seed 0 by default)."""
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.plan = layer_plan(config)
+        _check_feature_maps(config)
+        return np.random.default_rng(0 if rng is None else rng)
 
     def children(self):
         return [("vgg", self.vgg), ("L2Norm", self.L2Norm), ("extras", self.extras),
@@ -303,11 +309,7 @@ class BodySSD(SSD):
     """
 
     def __init__(self, config, rng=None, dtype=np.float32):
-        self.config = config
-        self.dtype = np.dtype(dtype)
-        rng = np.random.default_rng(0 if rng is None else rng)
-        self.plan = layer_plan(config)
-        _check_feature_maps(config)
+        rng = self._start(config, rng, dtype)
         self.body_plan = stage_layers(self.plan, "body")
         # layers are created in plan order, which fixes the order of the random init draws
         self.layers = {p.name: _body_layer(p, rng, self.dtype) for p in self.body_plan}
